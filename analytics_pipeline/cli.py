@@ -1,0 +1,178 @@
+"""``analytics-pipeline``: generate sample data, run the pipeline, summarise, roll back."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from datetime import date, timedelta
+from pathlib import Path
+
+from analytics_pipeline.settings import PipelineSettings
+from analytics_pipeline.storage import Warehouse
+
+
+def _settings(args: argparse.Namespace) -> PipelineSettings:
+    overrides: dict[str, object] = {}
+    if getattr(args, "data_dir", None):
+        overrides["data_dir"] = args.data_dir
+    return PipelineSettings.from_env(**overrides)
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from analytics_pipeline.generator import generate
+
+    settings = _settings(args)
+    start = date.fromisoformat(args.start_date) if args.start_date else date.today() - timedelta(days=args.days)
+    summary = generate(
+        settings.landing_path, start, args.days, args.events_per_day, seed=args.seed, gzip_files=not args.plain
+    )
+    print(
+        f"wrote {summary.lines_written} lines in {summary.files_written} files for {summary.days[0]}"
+        f"..{summary.days[-1]} into {settings.landing_path}"
+    )
+    print(
+        f"planted: {summary.duplicates_planted} duplicates, {summary.id_conflicts_planted} id conflicts, "
+        f"{summary.late_planted} late, malformed {summary.malformed_planted}"
+    )
+    return 0
+
+
+def landing_days(settings: PipelineSettings) -> list[str]:
+    root = settings.landing_path
+    if not root.exists():
+        return []
+    days = set()
+    for entry in root.iterdir():
+        name = entry.name.removeprefix("date=")
+        try:
+            days.add(date.fromisoformat(name).isoformat())
+        except ValueError:
+            continue
+    return sorted(days)
+
+
+def run_days(settings: PipelineSettings, days: list[str], echo: bool = True) -> bool:
+    """What the nightly schedule and the late-window sensor do, for each arrival day in order."""
+    from dagster import DagsterInstance
+
+    from analytics_pipeline.definitions import defs
+    from analytics_pipeline.defs.jobs import late_window_days_for
+
+    instance = DagsterInstance.get()
+    resources = {"settings": settings}
+    nightly = defs.get_job_def("nightly_job")
+    late = defs.get_job_def("late_window_job")
+    first = days[0] if days else None
+    ok = True
+    for day in days:
+        if echo:
+            print(f"nightly_job {day} ...", flush=True)
+        result = nightly.execute_in_process(
+            partition_key=day, instance=instance, resources=resources, raise_on_error=False
+        )
+        ok &= result.success
+        if not result.success:
+            print(f"  nightly_job {day} FAILED: see the run {result.run_id} in the UI", file=sys.stderr)
+            continue
+        for event_day in late_window_days_for(day, settings.late_window_days):
+            if first and event_day < first:
+                continue
+            late_result = late.execute_in_process(
+                partition_key=event_day, instance=instance, resources=resources, raise_on_error=False
+            )
+            ok &= late_result.success
+    return ok
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    days = landing_days(settings)
+    if args.start:
+        days = [d for d in days if d >= args.start]
+    if args.end:
+        days = [d for d in days if d <= args.end]
+    if not days:
+        print(f"no landing folders under {settings.landing_path}", file=sys.stderr)
+        return 1
+    ok = run_days(settings, days)
+    return 0 if ok else 1
+
+
+def cmd_summary(args: argparse.Namespace) -> int:
+    from analytics_pipeline.summary import collect, render
+
+    settings = _settings(args)
+    print(render(collect(Warehouse(settings.warehouse_path))))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from analytics_pipeline.catalog import catalog_path
+
+    os.environ.setdefault("DAGSTER_HOME", str(Path(".dagster_home").resolve()))
+    Path(os.environ["DAGSTER_HOME"]).mkdir(parents=True, exist_ok=True)
+    settings = _settings(args)
+    if not landing_days(settings):
+        args.start_date, args.plain = None, False
+        cmd_generate(args)
+    else:
+        print(f"using the landing files already in {settings.landing_path}")
+    ok = run_days(settings, landing_days(settings))
+    print()
+    cmd_summary(args)
+    print()
+    print(f"Analysts' catalog (open read-only): duckdb {catalog_path(Warehouse(settings.warehouse_path))}")
+    print(f"Open the UI:  DAGSTER_HOME={os.environ['DAGSTER_HOME']} dagster dev -w workspace.yaml")
+    return 0 if ok else 1
+
+
+def cmd_rollback(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    restored = Warehouse(settings.warehouse_path).rollback(args.table, args.day)
+    print(f"restored the previous version of {args.table} {args.day} at {restored}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="analytics-pipeline", description=__doc__)
+    parser.add_argument("--data-dir", help="overrides ANALYTICS_DATA_DIR (default ./data)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    gen = sub.add_parser("generate", help="write deterministic sample event files into landing/")
+    gen.add_argument("--days", type=int, default=3)
+    gen.add_argument("--events-per-day", type=int, default=5000)
+    gen.add_argument("--seed", type=int, default=7)
+    gen.add_argument("--start-date", help="first event day, YYYY-MM-DD (default: --days days ago)")
+    gen.add_argument("--plain", action="store_true", help="write .jsonl instead of .jsonl.gz")
+    gen.set_defaults(func=cmd_generate)
+
+    demo = sub.add_parser("demo", help="sample data, the nightly pipeline for every day, a summary")
+    demo.add_argument("--days", type=int, default=3)
+    demo.add_argument("--events-per-day", type=int, default=5000)
+    demo.add_argument("--seed", type=int, default=7)
+    demo.set_defaults(func=cmd_demo)
+
+    run = sub.add_parser("run", help="run the nightly pipeline for the landing days (in order)")
+    run.add_argument("--start", help="first arrival day")
+    run.add_argument("--end", help="last arrival day")
+    run.set_defaults(func=cmd_run)
+
+    summary = sub.add_parser("summary", help="print the per-day counts of what is published")
+    summary.set_defaults(func=cmd_summary)
+
+    rollback = sub.add_parser("rollback", help="restore the previous version of a table partition")
+    rollback.add_argument("table")
+    rollback.add_argument("day")
+    rollback.set_defaults(func=cmd_rollback)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    result: int = args.func(args)
+    return result
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,18 @@
+"""The one ``Definitions`` object: what ``dagster dev -w workspace.yaml`` loads."""
+
+from __future__ import annotations
+
+from dagster import Definitions
+
+from analytics_pipeline.defs.events_assets import conform_events_day
+from analytics_pipeline.defs.ingestion_assets import ingest_landing_day
+from analytics_pipeline.defs.jobs import late_window_job, late_window_sensor, nightly_job, nightly_schedule
+from analytics_pipeline.settings import PipelineSettings
+
+defs = Definitions(
+    assets=[ingest_landing_day, conform_events_day],
+    jobs=[nightly_job, late_window_job],
+    schedules=[nightly_schedule],
+    sensors=[late_window_sensor],
+    resources={"settings": PipelineSettings.from_env()},
+)

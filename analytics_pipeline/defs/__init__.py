@@ -1,0 +1,1 @@
+"""Dagster definitions, one module per concept: partitions, assets, jobs and schedules."""

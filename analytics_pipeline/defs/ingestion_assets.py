@@ -1,0 +1,135 @@
+"""``raw_events``, ``quarantined_events`` and ``file_ledger``: one step per arrival day."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from dagster import (
+    AssetCheckSpec,
+    AssetExecutionContext,
+    AssetSpec,
+    Failure,
+    MaterializeResult,
+    MetadataValue,
+    multi_asset,
+)
+
+from analytics_pipeline.catalog import refresh_catalog
+from analytics_pipeline.defs.partitions import daily_partitions
+from analytics_pipeline.defs.results import (
+    check_results,
+    count_metadata,
+    declared_schema,
+    publish_metadata,
+)
+from analytics_pipeline.ingestion import (
+    LEDGER_TABLE,
+    QUARANTINE_TABLE,
+    RAW_TABLE,
+    GateFailed,
+    ingest_arrival_day,
+)
+from analytics_pipeline.parsing import QUARANTINE_COLUMNS, RAW_EVENT_COLUMNS
+from analytics_pipeline.settings import PipelineSettings
+from analytics_pipeline.storage import Warehouse
+
+LEDGER_COLUMNS = {
+    "path": "File path relative to the landing folder.",
+    "sha256": "Content hash: the same bytes under another name are not read twice.",
+    "status": "loaded, duplicate_file, refused, empty, partial, unreadable or ignored.",
+    "line_count": "Lines (or Parquet rows) in the file.",
+}
+
+INGESTION_CHECKS = [
+    AssetCheckSpec(
+        "raw_reconciliation", asset=RAW_TABLE, blocking=True,
+        description="Lines read = raw events + quarantined lines + lines of re-delivered files, exactly.",
+    ),
+    AssetCheckSpec(
+        "raw_required_columns_not_null", asset=RAW_TABLE, blocking=True,
+        description="messageId, type, timestamps, partition and provenance columns are never null.",
+    ),
+    AssetCheckSpec(
+        "raw_person_id_present", asset=RAW_TABLE, blocking=True,
+        description="Every row has a userId or an anonymousId.",
+    ),
+    AssetCheckSpec(
+        "raw_type_accepted", asset=RAW_TABLE, blocking=True,
+        description="type is one of track, page, screen, identify, group, alias.",
+    ),
+    AssetCheckSpec(
+        "quarantine_reason_recorded", asset=QUARANTINE_TABLE, blocking=True,
+        description="Every quarantined row names its file, reason code and message.",
+    ),
+]  # fmt: skip
+
+
+@multi_asset(
+    specs=[
+        AssetSpec(
+            RAW_TABLE,
+            description="Parsed, typed events as they arrived, by arrival (landing folder) date. "
+            "Keeps the original line for replay.",
+            group_name="ingestion",
+            metadata={"dagster/column_schema": declared_schema(RAW_EVENT_COLUMNS)},
+            kinds={"duckdb", "parquet"},
+        ),
+        AssetSpec(
+            QUARANTINE_TABLE,
+            description="Every rejected line or file with a reason code, a message and the raw text.",
+            group_name="ingestion",
+            metadata={"dagster/column_schema": declared_schema(QUARANTINE_COLUMNS)},
+            kinds={"duckdb", "parquet"},
+        ),
+        AssetSpec(
+            LEDGER_TABLE,
+            description="Every landing file seen: size, content hash, line count and what became of it.",
+            group_name="ingestion",
+            metadata={"dagster/column_schema": declared_schema(LEDGER_COLUMNS)},
+            kinds={"parquet"},
+        ),
+    ],
+    partitions_def=daily_partitions,
+    check_specs=INGESTION_CHECKS,
+    pool="warehouse_io",
+)
+def ingest_landing_day(context: AssetExecutionContext, settings: PipelineSettings) -> Iterator[Any]:
+    """Read one arrival day of landing files; publish only if the blocking checks pass."""
+    day = context.partition_key
+    context.log.info(f"reading {settings.landing_path}/{day} (late window {settings.late_window_days} days)")
+    try:
+        result = ingest_arrival_day(settings, day)
+    except GateFailed as failed:
+        yield from check_results(failed.outcomes, INGESTION_CHECKS)
+        raise Failure(
+            description=str(failed),
+            metadata={"failed_checks": MetadataValue.json([c.name for c in failed.failed])},
+        ) from None
+    counts = result.counts
+    context.log.info(
+        f"{day}: {counts['lines_read']} lines, {counts['raw_events']} events, "
+        f"{counts['quarantined_lines']} lines quarantined {counts['quarantined_by_reason']}"
+    )
+    refresh_catalog(Warehouse(settings.warehouse_path))
+    yield from check_results(result.raw_checks + result.quarantine_checks, INGESTION_CHECKS)
+    shared = {**count_metadata(counts), "duration_s": round(result.duration_s, 3)}
+    yield MaterializeResult(
+        asset_key=RAW_TABLE,
+        metadata={**shared, **publish_metadata(result.published[RAW_TABLE], counts["raw_events"], RAW_EVENT_COLUMNS)},
+    )
+    quarantined = counts["quarantined_lines"] + counts["quarantined_files"]
+    yield MaterializeResult(
+        asset_key=QUARANTINE_TABLE,
+        metadata={
+            "quarantined_by_reason": MetadataValue.json(counts["quarantined_by_reason"]),
+            **publish_metadata(result.published[QUARANTINE_TABLE], quarantined, QUARANTINE_COLUMNS),
+        },
+    )
+    yield MaterializeResult(
+        asset_key=LEDGER_TABLE,
+        metadata={
+            "files_by_status": MetadataValue.json(counts["files_by_status"]),
+            **publish_metadata(result.published[LEDGER_TABLE], counts["files"], LEDGER_COLUMNS),
+        },
+    )

@@ -1,0 +1,70 @@
+"""Jobs, the nightly schedule and the late-window follow-up.
+
+Nightly at 02:00 UTC the schedule ingests yesterday's landing folder and builds
+yesterday's events. Yesterday's files can also hold late events for the L days
+before it, so when that run succeeds a sensor rebuilds those L event dates. Two
+steps rather than one run because a run has one partition key, and the rebuild
+must wait for the ingest to finish.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import date, timedelta
+
+from dagster import (
+    AssetSelection,
+    DagsterRunStatus,
+    RunRequest,
+    RunStatusSensorContext,
+    build_schedule_from_partitioned_job,
+    define_asset_job,
+    run_status_sensor,
+)
+
+from analytics_pipeline.conform import CONFLICTS_TABLE, EVENTS_TABLE
+from analytics_pipeline.defs.partitions import LATE_WINDOW_DAYS, daily_partitions
+from analytics_pipeline.ingestion import LEDGER_TABLE, QUARANTINE_TABLE, RAW_TABLE
+
+nightly_job = define_asset_job(
+    "nightly_job",
+    selection=AssetSelection.assets(RAW_TABLE, QUARANTINE_TABLE, LEDGER_TABLE, EVENTS_TABLE, CONFLICTS_TABLE),
+    partitions_def=daily_partitions,
+    description="Ingest one arrival day and build the events of that date.",
+)
+
+late_window_job = define_asset_job(
+    "late_window_job",
+    selection=AssetSelection.assets(EVENTS_TABLE, CONFLICTS_TABLE),
+    partitions_def=daily_partitions,
+    description="Rebuild the events of one date after late data for it arrived.",
+)
+
+nightly_schedule = build_schedule_from_partitioned_job(
+    nightly_job,
+    hour_of_day=2,
+    minute_of_hour=0,
+    description="02:00 UTC: yesterday's partition (the last complete day).",
+)
+
+
+def late_window_days_for(arrival_day: str, late_window_days: int = LATE_WINDOW_DAYS) -> list[str]:
+    """Event dates whose events can sit in ``arrival_day``'s files, other than itself."""
+    day = date.fromisoformat(arrival_day)
+    return [(day - timedelta(days=i)).isoformat() for i in range(late_window_days, 0, -1)]
+
+
+@run_status_sensor(
+    run_status=DagsterRunStatus.SUCCESS,
+    monitored_jobs=[nightly_job],
+    request_job=late_window_job,
+    description="After an arrival day is ingested, rebuild the event dates its late events belong to.",
+)
+def late_window_sensor(context: RunStatusSensorContext) -> Iterator[RunRequest]:
+    arrival_day = context.dagster_run.tags.get("dagster/partition")
+    if not arrival_day:
+        return
+    for event_day in late_window_days_for(arrival_day):
+        if event_day < daily_partitions.start.date().isoformat():
+            continue
+        yield RunRequest(run_key=f"late-window:{arrival_day}:{event_day}", partition_key=event_day)

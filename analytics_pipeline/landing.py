@@ -1,0 +1,366 @@
+"""The landing folder: find a day's files, keep a ledger of them, read their lines.
+
+Reading is plain Python streaming in bounded batches (backpressure: memory does not
+grow with the file), because the hard cases, non-UTF-8 bytes, lines over 1 MiB and
+truncated gzip streams, must become counted quarantine rows instead of crashes.
+Parsing the JSON itself happens vectorized in DuckDB (see ``parsing.py``).
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import os
+import zlib
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from datetime import date, datetime
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+MAX_LINE_BYTES = 1 << 20  # 1 MiB: longer lines are quarantined as line_too_long
+KEPT_PREFIX_BYTES = 64 << 10  # how much of an over-long line the quarantine keeps
+BATCH_LINES = 50_000
+JSON_SUFFIXES = (".jsonl", ".ndjson", ".json")
+PARQUET_SUFFIX = ".parquet"
+
+# The fields of a Segment Spec message; a Parquet file with other columns, or
+# without the required ones, does not follow the contract.
+MESSAGE_FIELDS = {
+    "messageId", "type", "event", "userId", "anonymousId", "timestamp",
+    "originalTimestamp", "sentAt", "receivedAt", "properties", "traits", "context",
+    "name", "category", "groupId", "previousId", "integrations", "version", "channel",
+}  # fmt: skip
+REQUIRED_PARQUET_FIELDS = {"messageId", "type", "receivedAt"}
+
+LINES_SCHEMA = pa.schema(
+    [
+        ("file_path", pa.string()),
+        ("line_number", pa.int64()),
+        ("raw_text", pa.string()),
+        ("pre_reason", pa.string()),  # set when the line is rejected before JSON parsing
+        ("pre_message", pa.string()),
+    ]
+)
+
+
+class UnsafePathError(ValueError):
+    """A path that resolves outside the landing folder."""
+
+
+@dataclass
+class LedgerEntry:
+    """One file seen in a landing day: what it was and what became of it."""
+
+    path: str  # relative to the landing root
+    size_bytes: int
+    sha256: str
+    format: str  # jsonl | jsonl.gz | parquet | unknown
+    status: str  # loaded | duplicate_file | refused | empty | partial | unreadable | ignored
+    line_count: int = 0  # lines (or Parquet rows) read from it
+    duplicate_of: str | None = None
+    problem: str | None = None
+
+
+@dataclass
+class FileProblem:
+    """A file-level rejection: becomes a quarantine row without a line number."""
+
+    file_path: str
+    reason: str
+    message: str
+
+
+@dataclass
+class LandingRead:
+    ledger: list[LedgerEntry] = field(default_factory=list)
+    problems: list[FileProblem] = field(default_factory=list)
+    lines_read: int = 0
+
+    def ledger_rows(self, arrival_day: str) -> list[dict[str, Any]]:
+        return [{"arrival_date": arrival_day, **asdict(entry)} for entry in self.ledger]
+
+
+def day_directories(landing_root: Path, day: str) -> list[Path]:
+    """A day's files live in ``landing/YYYY-MM-DD/`` or ``landing/date=YYYY-MM-DD/``."""
+    date.fromisoformat(day)  # a clear error for a malformed partition key
+    return [d for d in (landing_root / day, landing_root / f"date={day}") if d.is_dir()]
+
+
+def resolve_inside(landing_root: Path, candidate: Path) -> Path:
+    """The real path of ``candidate``, refusing anything that escapes the landing root."""
+    root = landing_root.resolve()
+    if ".." in candidate.parts:
+        raise UnsafePathError(f"{candidate}: '..' is not allowed in landing paths")
+    real = (landing_root / candidate).resolve() if not candidate.is_absolute() else candidate.resolve()
+    if real != root and root not in real.parents:
+        raise UnsafePathError(f"{candidate} resolves to {real}, outside the landing folder {root}")
+    return real
+
+
+def discover_files(landing_root: Path, day: str) -> list[Path]:
+    """Every file under the day's folders, sorted, symlinked folders not followed."""
+    found: list[Path] = []
+    for directory in day_directories(landing_root, day):
+        for dirpath, dirnames, filenames in os.walk(directory, followlinks=False):
+            dirnames.sort()
+            base = Path(dirpath)
+            for name in filenames:
+                found.append(base / name)
+            # a symlinked folder is a file-like entry we must vet, not silently skip
+            for name in list(dirnames):
+                if (base / name).is_symlink():
+                    found.append(base / name)
+    return sorted(found)
+
+
+def file_format(path: Path) -> str:
+    name = path.name.lower()
+    if name.endswith(PARQUET_SUFFIX):
+        return "parquet"
+    for suffix in JSON_SUFFIXES:
+        if name.endswith(suffix + ".gz"):
+            return "jsonl.gz"
+        if name.endswith(suffix):
+            return "jsonl"
+    return "unknown"
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+class LinesWriter:
+    """Streams lines into a Parquet file in bounded batches."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._writer = pq.ParquetWriter(path, LINES_SCHEMA, compression="zstd")
+        self._rows: dict[str, list[Any]] = {name: [] for name in LINES_SCHEMA.names}
+
+    def add(
+        self, file_path: str, line_number: int, raw_text: str,
+        pre_reason: str | None = None, pre_message: str | None = None,
+    ) -> None:  # fmt: skip
+        rows = self._rows
+        rows["file_path"].append(file_path)
+        rows["line_number"].append(line_number)
+        rows["raw_text"].append(raw_text)
+        rows["pre_reason"].append(pre_reason)
+        rows["pre_message"].append(pre_message)
+        if len(rows["line_number"]) >= BATCH_LINES:
+            self.flush()
+
+    def flush(self) -> None:
+        if self._rows["line_number"]:
+            self._writer.write_table(pa.table(self._rows, schema=LINES_SCHEMA))
+            self._rows = {name: [] for name in LINES_SCHEMA.names}
+
+    def close(self) -> None:
+        self.flush()
+        self._writer.close()
+
+
+def _read_bounded_lines(handle: Any) -> Iterator[tuple[bytes, int]]:
+    """Yield (line without newline, full length); lines over the limit keep a prefix."""
+    while True:
+        line = handle.readline(MAX_LINE_BYTES + 1)
+        if not line:
+            return
+        if len(line) > MAX_LINE_BYTES and not line.endswith(b"\n"):
+            prefix, length = line[:KEPT_PREFIX_BYTES], len(line)
+            while True:  # drain the rest of the over-long line without holding it
+                more = handle.readline(MAX_LINE_BYTES)
+                length += len(more)
+                if not more or more.endswith(b"\n"):
+                    break
+            yield prefix, length
+            continue
+        stripped = line[:-1] if line.endswith(b"\n") else line
+        if stripped.endswith(b"\r"):
+            stripped = stripped[:-1]
+        yield stripped, len(stripped)
+
+
+class _LineCount:
+    """How far a reader got, readable after an exception interrupts it."""
+
+    value: int = 0
+
+
+def _add_lines(handle: Any, rel: str, writer: LinesWriter, progress: _LineCount) -> None:
+    for raw, length in _read_bounded_lines(handle):
+        progress.value += 1
+        _add_one(raw, length, rel, progress.value, writer)
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, date):
+        return value.isoformat()
+    if isinstance(value, bytes):
+        return value.decode("utf-8", errors="backslashreplace")
+    raise TypeError(f"cannot serialise {type(value).__name__}")
+
+
+def _parquet_mismatch(schema: pa.Schema) -> str | None:
+    names = set(schema.names)
+    missing = REQUIRED_PARQUET_FIELDS - names
+    unknown = names - MESSAGE_FIELDS
+    problems = []
+    if missing:
+        problems.append(f"missing columns {sorted(missing)}")
+    if unknown:
+        problems.append(f"unknown columns {sorted(unknown)}")
+    for name in ("messageId", "type", "event", "userId", "anonymousId"):
+        if name in names and not (pa.types.is_string(schema.field(name).type)
+                                  or pa.types.is_large_string(schema.field(name).type)):  # fmt: skip
+            problems.append(f"{name} is {schema.field(name).type}, expected string")
+    return "; ".join(problems) or None
+
+
+def _add_parquet_rows(
+    path: Path, rel: str, writer: LinesWriter, progress: _LineCount
+) -> str | None:
+    """Parquet rows become JSON lines so one parser and one set of rules serves both."""
+    parquet = pq.ParquetFile(path)
+    mismatch = _parquet_mismatch(parquet.schema_arrow)
+    json_columns = {"properties", "traits", "context", "integrations"}
+    for batch in parquet.iter_batches(batch_size=BATCH_LINES):
+        for row in batch.to_pylist():
+            progress.value += 1
+            count = progress.value
+            for key in json_columns & row.keys():
+                value = row[key]
+                if isinstance(value, str):  # a JSON-typed string column
+                    try:
+                        row[key] = json.loads(value)
+                    except ValueError:
+                        pass
+                elif isinstance(value, list) and all(isinstance(i, tuple) for i in value):
+                    row[key] = dict(value)  # a Parquet MAP arrives as key/value pairs
+            text = json.dumps(row, default=_json_default, separators=(",", ":"))
+            if mismatch:
+                writer.add(rel, count, text, "parquet_schema_mismatch",
+                           f"Parquet file does not follow the message contract: {mismatch}")  # fmt: skip
+            else:
+                writer.add(rel, count, text)
+    return mismatch
+
+
+def read_landing_day(landing_root: Path, day: str, writer: LinesWriter) -> LandingRead:
+    """Read one arrival day into ``writer`` and return the ledger of what was seen."""
+    result = LandingRead()
+    seen_hashes: dict[str, str] = {}
+    root = landing_root.resolve()
+    for path in discover_files(landing_root, day):
+        rel = os.path.relpath(path, landing_root)
+        try:
+            real = resolve_inside(landing_root, path)
+        except UnsafePathError as exc:
+            result.ledger.append(LedgerEntry(rel, 0, "", file_format(path), "refused", problem=str(exc)))
+            result.problems.append(FileProblem(rel, "path_outside_landing", str(exc)))
+            continue
+        if real.is_dir():  # a symlinked folder that stays inside: read it too
+            for inner in sorted(p for p in real.rglob("*") if p.is_file()):
+                result.problems.append(FileProblem(
+                    os.path.relpath(inner, root), "unsupported_file",
+                    "file inside a symlinked folder; place files in the day folder itself"))  # fmt: skip
+            continue
+        fmt = file_format(path)
+        size = real.stat().st_size
+        digest = _sha256(real)
+        entry = LedgerEntry(rel, size, digest, fmt, "loaded")
+        result.ledger.append(entry)
+        if fmt == "unknown":
+            entry.status = "ignored"
+            entry.problem = "not a *.jsonl, *.ndjson, *.json, *.gz of those, or *.parquet file"
+            result.problems.append(FileProblem(rel, "unsupported_file", entry.problem))
+            continue
+        if digest in seen_hashes:
+            entry.status, entry.duplicate_of = "duplicate_file", seen_hashes[digest]
+            entry.line_count = _count_lines(real, fmt)
+            result.lines_read += entry.line_count
+            continue
+        seen_hashes[digest] = rel
+        if size == 0:
+            entry.status, entry.problem = "empty", "the file is empty"
+            result.problems.append(FileProblem(rel, "empty_file", "the file is empty (0 bytes)"))
+            continue
+        progress = _LineCount()
+        try:
+            if fmt == "parquet":
+                entry.problem = _add_parquet_rows(real, rel, writer, progress)
+            elif fmt == "jsonl.gz":
+                _add_gzip_lines(real, rel, writer, entry, result, progress)
+            else:
+                with real.open("rb") as handle:
+                    _add_lines(handle, rel, writer, progress)
+        except (OSError, pa.ArrowException, ValueError) as exc:
+            entry.status = "unreadable"
+            entry.problem = f"{type(exc).__name__}: {exc} (after {progress.value} lines)"
+            result.problems.append(FileProblem(rel, "unreadable_file", entry.problem))
+        entry.line_count = progress.value
+        result.lines_read += entry.line_count
+    return result
+
+
+def _add_gzip_lines(
+    real: Path,
+    rel: str,
+    writer: LinesWriter,
+    entry: LedgerEntry,
+    result: LandingRead,
+    progress: _LineCount,
+) -> None:
+    """Keep every line before a corrupt point; the rest is counted as one file problem."""
+    try:
+        with gzip.open(real, "rb") as handle:
+            _add_lines(handle, rel, writer, progress)
+    except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
+        entry.status = "partial"
+        entry.problem = (
+            f"gzip stream is corrupt or truncated after line {progress.value} "
+            f"({type(exc).__name__}: {exc}); the lines before it were kept"
+        )
+        result.problems.append(FileProblem(rel, "corrupt_gzip", entry.problem))
+
+
+def _add_one(raw: bytes, length: int, rel: str, number: int, writer: LinesWriter) -> None:
+    if length > MAX_LINE_BYTES:
+        writer.add(rel, number, raw.decode("utf-8", errors="backslashreplace"), "line_too_long",
+                   f"line is {length} bytes, over the 1 MiB limit; first 64 KiB kept")  # fmt: skip
+        return
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        writer.add(rel, number, raw.decode("utf-8", errors="backslashreplace"), "invalid_utf8",
+                   f"not UTF-8: {exc.reason} at byte {exc.start}")  # fmt: skip
+        return
+    if not text.strip():
+        writer.add(rel, number, text, "blank_line", "blank line")
+        return
+    writer.add(rel, number, text)
+
+
+def _count_lines(real: Path, fmt: str) -> int:
+    if fmt == "parquet":
+        return int(pq.ParquetFile(real).metadata.num_rows)
+    opener = gzip.open if fmt == "jsonl.gz" else open
+    count = 0
+    try:
+        with opener(real, "rb") as handle:
+            for _ in _read_bounded_lines(handle):
+                count += 1
+    except (EOFError, zlib.error, gzip.BadGzipFile, OSError):
+        pass
+    return count

@@ -1,0 +1,149 @@
+"""The warehouse: Hive-partitioned Parquet published with write-audit-publish.
+
+Layout under ``<warehouse>``::
+
+    <table>/date=YYYY-MM-DD/part-0.parquet        published (what readers glob)
+    _staging/<table>/date=YYYY-MM-DD/<token>.parquet  being written or audited
+    _versions/<table>/date=YYYY-MM-DD/v000001.parquet previous versions, for rollback
+    _manifests/<table>/date=YYYY-MM-DD.json        counts of the published version
+
+One file per partition, so publishing is a single ``os.replace``: a reader sees the
+old file or the new one, never a mix, and a crash leaves nothing inside a table's
+glob but published files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+PUBLISHED_FILE = "part-0.parquet"
+STAGING_DIR = "_staging"
+VERSIONS_DIR = "_versions"
+MANIFESTS_DIR = "_manifests"
+
+
+def file_sha256(path: Path, chunk_size: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(chunk_size):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@dataclass(frozen=True)
+class PublishResult:
+    path: Path
+    bytes_written: int
+    sha256: str
+    previous_version: Path | None  # where the replaced file was kept, if any
+    changed: bool  # False when the new bytes equal the published bytes
+
+
+@dataclass(frozen=True)
+class Warehouse:
+    """Paths and publishing rules for one warehouse directory."""
+
+    root: Path
+
+    def table_glob(self, table: str) -> str:
+        return str(self.root / table / "date=*" / "*.parquet")
+
+    def partition_file(self, table: str, day: str) -> Path:
+        return self.root / table / f"date={day}" / PUBLISHED_FILE
+
+    def staging_file(self, table: str, day: str, token: str) -> Path:
+        path = self.root / STAGING_DIR / table / f"date={day}" / f"{token}.parquet"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def clear_staging(self, table: str, day: str) -> None:
+        """Remove what a killed run left in staging; readers never saw it."""
+        shutil.rmtree(self.root / STAGING_DIR / table / f"date={day}", ignore_errors=True)
+
+    def versions_dir(self, table: str, day: str) -> Path:
+        return self.root / VERSIONS_DIR / table / f"date={day}"
+
+    def versions(self, table: str, day: str) -> list[Path]:
+        directory = self.versions_dir(table, day)
+        return sorted(directory.glob("v*.parquet")) if directory.exists() else []
+
+    def published_days(self, table: str) -> list[str]:
+        table_dir = self.root / table
+        if not table_dir.exists():
+            return []
+        return sorted(
+            p.parent.name.removeprefix("date=")
+            for p in table_dir.glob(f"date=*/{PUBLISHED_FILE}")
+        )
+
+    def publish(self, staged: Path, table: str, day: str, versions_kept: int) -> PublishResult:
+        """Atomically move an audited staging file into the table; keep the old one."""
+        target = self.partition_file(table, day)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with staged.open("rb") as handle:
+            os.fsync(handle.fileno())
+        new_hash = file_sha256(staged)
+        size = staged.stat().st_size
+        kept: Path | None = None
+        if target.exists():
+            if file_sha256(target) == new_hash:
+                staged.unlink()
+                return PublishResult(target, size, new_hash, None, changed=False)
+            kept = self._keep_version(target, table, day, versions_kept)
+        os.replace(staged, target)
+        _fsync_dir(target.parent)
+        return PublishResult(target, size, new_hash, kept, changed=True)
+
+    def _keep_version(self, current: Path, table: str, day: str, versions_kept: int) -> Path:
+        directory = self.versions_dir(table, day)
+        directory.mkdir(parents=True, exist_ok=True)
+        existing = self.versions(table, day)
+        number = int(existing[-1].stem[1:]) + 1 if existing else 1
+        kept = directory / f"v{number:06d}.parquet"
+        os.link(current, kept)  # a second name for the same bytes: cheap and atomic
+        for old in self.versions(table, day)[:-versions_kept]:
+            old.unlink()
+        return kept
+
+    def rollback(self, table: str, day: str) -> Path:
+        """Put the newest kept version back in place (it stops being a kept version)."""
+        versions = self.versions(table, day)
+        if not versions:
+            raise FileNotFoundError(f"no previous version of {table} for {day} to roll back to")
+        target = self.partition_file(table, day)
+        os.replace(versions[-1], target)
+        _fsync_dir(target.parent)
+        return target
+
+    # --- manifests: the counts behind each published partition -------------------
+    def manifest_path(self, table: str, day: str) -> Path:
+        return self.root / MANIFESTS_DIR / table / f"date={day}.json"
+
+    def write_manifest(self, table: str, day: str, manifest: Mapping[str, Any]) -> None:
+        path = self.manifest_path(table, day)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".json.tmp-{os.getpid()}")
+        tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True, default=str))
+        os.replace(tmp, path)
+
+    def read_manifest(self, table: str, day: str) -> dict[str, Any] | None:
+        path = self.manifest_path(table, day)
+        if not path.exists():
+            return None
+        result: dict[str, Any] = json.loads(path.read_text())
+        return result
