@@ -140,7 +140,7 @@ WITH src AS (
         {_present("timestamp")} AS has_timestamp,
         {_present("originalTimestamp")} AS has_original,
         {_present("sentAt")} AS has_sent_at,
-        list_filter([{type_problems}], p -> p IS NOT NULL)[1] AS type_problem,
+        list_filter([{type_problems}], lambda p: p IS NOT NULL)[1] AS type_problem,
         CASE WHEN json_type(doc, '$.properties') = 'OBJECT' THEN json_extract(doc, '$.properties') END AS properties,
         CASE WHEN json_type(doc, '$.traits') = 'OBJECT' THEN json_extract(doc, '$.traits') END AS traits,
         CASE WHEN json_type(doc, '$.context') = 'OBJECT' THEN json_extract(doc, '$.context') END AS context

@@ -1,6 +1,5 @@
 """``events`` and ``event_id_conflicts``: one step per event date, over the late window."""
 
-from __future__ import annotations
 
 from collections.abc import Iterator
 from typing import Any

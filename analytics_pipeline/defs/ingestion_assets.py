@@ -1,6 +1,5 @@
 """``raw_events``, ``quarantined_events`` and ``file_ledger``: one step per arrival day."""
 
-from __future__ import annotations
 
 from collections.abc import Iterator
 from typing import Any
