@@ -11,6 +11,8 @@ from pathlib import Path
 from analytics_pipeline.settings import PipelineSettings
 from analytics_pipeline.storage import Warehouse
 
+LATEST_ARRIVAL_DAYS = 8  # the generator's late arrivals land up to 7 days after the event
+
 
 def _settings(args: argparse.Namespace) -> PipelineSettings:
     overrides: dict[str, object] = {}
@@ -23,7 +25,9 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from analytics_pipeline.generator import generate
 
     settings = _settings(args)
-    start = date.fromisoformat(args.start_date) if args.start_date else date.today() - timedelta(days=args.days)
+    # by default the last arrival folder (late data lands up to ~7 days on) is yesterday
+    default_start = date.today() - timedelta(days=args.days + LATEST_ARRIVAL_DAYS)
+    start = date.fromisoformat(args.start_date) if args.start_date else default_start
     summary = generate(
         settings.landing_path, start, args.days, args.events_per_day, seed=args.seed, gzip_files=not args.plain
     )
@@ -61,27 +65,33 @@ def run_days(settings: PipelineSettings, days: list[str], echo: bool = True) -> 
 
     instance = DagsterInstance.get()
     resources = {"settings": settings}
-    nightly = defs.get_job_def("nightly_job")
-    late = defs.get_job_def("late_window_job")
-    first = days[0] if days else None
+    quiet = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+    nightly = defs.resolve_job_def("nightly_job")
+    late = defs.resolve_job_def("late_window_job")
+    warehouse = Warehouse(settings.warehouse_path)
+    last_complete = (date.today() - timedelta(days=1)).isoformat()
     ok = True
     for day in days:
-        if echo:
-            print(f"nightly_job {day} ...", flush=True)
+        if day > last_complete:
+            print(f"skipping {day}: its partition is not complete yet (today is {date.today()})")
+            continue
         result = nightly.execute_in_process(
-            partition_key=day, instance=instance, resources=resources, raise_on_error=False
+            partition_key=day, instance=instance, resources=resources, raise_on_error=False, run_config=quiet
         )
         ok &= result.success
         if not result.success:
-            print(f"  nightly_job {day} FAILED: see the run {result.run_id} in the UI", file=sys.stderr)
+            print(f"nightly_job {day} FAILED: see run {result.run_id} in the UI", file=sys.stderr)
             continue
-        for event_day in late_window_days_for(day, settings.late_window_days):
-            if first and event_day < first:
-                continue
+        rebuilt = late_window_days_for(day, settings.late_window_days, warehouse)
+        for event_day in rebuilt:
             late_result = late.execute_in_process(
-                partition_key=event_day, instance=instance, resources=resources, raise_on_error=False
-            )
+                partition_key=event_day, instance=instance, resources=resources,
+                raise_on_error=False, run_config=quiet,
+            )  # fmt: skip
             ok &= late_result.success
+        if echo:
+            tail = f"; late events rebuilt {', '.join(rebuilt)}" if rebuilt else ""
+            print(f"nightly_job {day}: ok{tail}", flush=True)
     return ok
 
 
@@ -111,7 +121,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from analytics_pipeline.catalog import catalog_path
 
     os.environ.setdefault("DAGSTER_HOME", str(Path(".dagster_home").resolve()))
-    Path(os.environ["DAGSTER_HOME"]).mkdir(parents=True, exist_ok=True)
+    home = Path(os.environ["DAGSTER_HOME"])
+    home.mkdir(parents=True, exist_ok=True)
+    if not (home / "dagster.yaml").exists():
+        (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
     settings = _settings(args)
     if not landing_days(settings):
         args.start_date, args.plain = None, False
@@ -143,7 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--days", type=int, default=3)
     gen.add_argument("--events-per-day", type=int, default=5000)
     gen.add_argument("--seed", type=int, default=7)
-    gen.add_argument("--start-date", help="first event day, YYYY-MM-DD (default: --days days ago)")
+    gen.add_argument("--start-date", help="first event day, YYYY-MM-DD (default: so the last folder is yesterday)")
     gen.add_argument("--plain", action="store_true", help="write .jsonl instead of .jsonl.gz")
     gen.set_defaults(func=cmd_generate)
 

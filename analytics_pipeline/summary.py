@@ -59,11 +59,12 @@ def render(summary: dict[str, Any]) -> str:
         t["events"] + t["duplicates"] + t["id_conflicts"] + t["quarantined_lines"] + t["duplicate_file_lines"]
     )
     out.append("")
+    verdict = "OK" if accounted == t["lines_read"] else f"MISMATCH ({accounted - t['lines_read']:+d})"
     out.append(
         f"Reconciliation: {t['lines_read']} lines read = {t['events']} events + {t['duplicates']} duplicates"
         f" + {t['id_conflicts']} id conflicts + {t['quarantined_lines']} quarantined lines"
         f" + {t['duplicate_file_lines']} lines of re-delivered files"
-        f" -> {'OK' if accounted == t['lines_read'] else f'MISMATCH ({accounted - t['lines_read']:+d})'}"
+        f" -> {verdict}"
     )
     out.append(f"Quarantined files: {t['quarantined_files']}; quarantined by reason: {t['quarantined_by_reason']}")
     return "\n".join(out)

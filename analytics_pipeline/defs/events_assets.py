@@ -95,7 +95,7 @@ def conform_events_day(context: AssetExecutionContext, settings: PipelineSetting
         ) from None
     counts = result.counts
     if counts["arrival_days_missing"]:
-        context.log.warning(f"arrival days not ingested yet: {counts['arrival_days_missing']}")
+        context.log.info(f"arrival days not ingested yet: {counts['arrival_days_missing']}")
     context.log.info(
         f"{day}: {counts['input_rows']} rows -> {counts['events']} events, "
         f"{counts['duplicates']} duplicates, {counts['id_conflicts']} id conflicts"

@@ -24,6 +24,8 @@ from dagster import (
 from analytics_pipeline.conform import CONFLICTS_TABLE, EVENTS_TABLE
 from analytics_pipeline.defs.partitions import LATE_WINDOW_DAYS, daily_partitions
 from analytics_pipeline.ingestion import LEDGER_TABLE, QUARANTINE_TABLE, RAW_TABLE
+from analytics_pipeline.settings import PipelineSettings
+from analytics_pipeline.storage import Warehouse
 
 nightly_job = define_asset_job(
     "nightly_job",
@@ -47,10 +49,21 @@ nightly_schedule = build_schedule_from_partitioned_job(
 )
 
 
-def late_window_days_for(arrival_day: str, late_window_days: int = LATE_WINDOW_DAYS) -> list[str]:
-    """Event dates whose events can sit in ``arrival_day``'s files, other than itself."""
+def late_window_days_for(
+    arrival_day: str, late_window_days: int = LATE_WINDOW_DAYS, warehouse: Warehouse | None = None
+) -> list[str]:
+    """Earlier event dates that ``arrival_day``'s files hold events for.
+
+    The ingest's manifest lists the event dates it saw, so only those are rebuilt;
+    without a manifest every date in the late window is.
+    """
     day = date.fromisoformat(arrival_day)
-    return [(day - timedelta(days=i)).isoformat() for i in range(late_window_days, 0, -1)]
+    window = [(day - timedelta(days=i)).isoformat() for i in range(late_window_days, 0, -1)]
+    manifest = warehouse.read_manifest(RAW_TABLE, arrival_day) if warehouse else None
+    if manifest is None:
+        return window
+    seen = set(manifest.get("event_dates", {}))
+    return [d for d in window if d in seen]
 
 
 @run_status_sensor(
@@ -59,11 +72,12 @@ def late_window_days_for(arrival_day: str, late_window_days: int = LATE_WINDOW_D
     request_job=late_window_job,
     description="After an arrival day is ingested, rebuild the event dates its late events belong to.",
 )
-def late_window_sensor(context: RunStatusSensorContext) -> Iterator[RunRequest]:
+def late_window_sensor(context: RunStatusSensorContext, settings: PipelineSettings) -> Iterator[RunRequest]:
     arrival_day = context.dagster_run.tags.get("dagster/partition")
     if not arrival_day:
         return
-    for event_day in late_window_days_for(arrival_day):
+    warehouse = Warehouse(settings.warehouse_path)
+    for event_day in late_window_days_for(arrival_day, settings.late_window_days, warehouse):
         if event_day < daily_partitions.start.date().isoformat():
             continue
         yield RunRequest(run_key=f"late-window:{arrival_day}:{event_day}", partition_key=event_day)

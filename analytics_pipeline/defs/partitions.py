@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import os
+import warnings
 
-from dagster import DailyPartitionsDefinition, TimeWindowPartitionMapping
+from dagster import BetaWarning, DailyPartitionsDefinition, TimeWindowPartitionMapping
 
 from analytics_pipeline.settings import late_window_days_from_env
 
@@ -15,6 +16,9 @@ daily_partitions = DailyPartitionsDefinition(start_date=PARTITIONS_START, timezo
 LATE_WINDOW_DAYS = late_window_days_from_env()
 
 # events[D] reads raw_events[D .. D+L]: late arrivals land in their own event date.
-late_window_mapping = TimeWindowPartitionMapping(
-    start_offset=0, end_offset=LATE_WINDOW_DAYS, allow_nonexistent_upstream_partitions=True
-)
+# Upstream days after today do not exist yet; that is normal, not an error.
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", BetaWarning)
+    late_window_mapping = TimeWindowPartitionMapping(
+        start_offset=0, end_offset=LATE_WINDOW_DAYS, allow_nonexistent_upstream_partitions=True
+    )
