@@ -49,7 +49,7 @@ class PipelineSettings(ConfigurableResource):  # type: ignore[misc]
             if raw is not None and raw != "":
                 values[name] = raw
         values.update(overrides)
-        return cls(**values)
+        return cls.model_validate(values)
 
     # --- derived paths -------------------------------------------------------------
     @property

@@ -43,6 +43,7 @@ late_window_job = define_asset_job(
 
 nightly_schedule = build_schedule_from_partitioned_job(
     nightly_job,
+    name="nightly_schedule",
     hour_of_day=2,
     minute_of_hour=0,
     description="02:00 UTC: yesterday's partition (the last complete day).",
