@@ -172,21 +172,27 @@ class LinesWriter:
 def _read_bounded_lines(handle: Any) -> Iterator[tuple[bytes, int]]:
     """Yield (line without newline, full length); lines over the limit keep a prefix."""
     while True:
-        line = handle.readline(MAX_LINE_BYTES + 1)
+        line = handle.readline(MAX_LINE_BYTES + 2)  # room for a full-size line and its \r\n
         if not line:
             return
-        if len(line) > MAX_LINE_BYTES and not line.endswith(b"\n"):
-            prefix, length = line[:KEPT_PREFIX_BYTES], len(line)
+        if len(line) == MAX_LINE_BYTES + 2 and not line.endswith(b"\n"):
+            prefix, length, tail = line[:KEPT_PREFIX_BYTES], len(line), line[-2:]
             while True:  # drain the rest of the over-long line without holding it
                 more = handle.readline(MAX_LINE_BYTES)
                 length += len(more)
+                tail = (tail + more)[-2:]
                 if not more or more.endswith(b"\n"):
                     break
+            # the stated length is the line's, without its line ending
+            length -= 2 if tail == b"\r\n" else 1 if tail.endswith(b"\n") else 0
             yield prefix, length
             continue
         stripped = line[:-1] if line.endswith(b"\n") else line
         if stripped.endswith(b"\r"):
             stripped = stripped[:-1]
+        if len(stripped) > MAX_LINE_BYTES:  # at most 2 bytes over: same rule, same prefix
+            yield stripped[:KEPT_PREFIX_BYTES], len(stripped)
+            continue
         yield stripped, len(stripped)
 
 
@@ -270,7 +276,7 @@ def read_landing_day(landing_root: Path, day: str, writer: LinesWriter) -> Landi
             result.ledger.append(LedgerEntry(rel, 0, "", file_format(path), "refused", problem=str(exc)))
             result.problems.append(FileProblem(rel, "path_outside_landing", str(exc)))
             continue
-        if real.is_dir():  # a symlinked folder that stays inside: read it too
+        if real.is_dir():  # a symlinked folder inside landing: its files are listed, not read
             for inner in sorted(p for p in real.rglob("*") if p.is_file()):
                 result.problems.append(FileProblem(
                     os.path.relpath(inner, root), "unsupported_file",

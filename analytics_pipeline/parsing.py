@@ -85,6 +85,20 @@ def _present(field: str) -> str:
     return f"coalesce(json_type(doc, '$.{field}'), 'NULL') <> 'NULL'"
 
 
+# DuckDB's JSON reader also accepts trailing commas and NaN/Infinity, which are not
+# JSON (RFC 8259). Outside string literals, they are the only way those appear.
+_NON_JSON_TOKENS = r"'(,[ \t\r\n]*[]}])|NaN|Infinity'"
+_JSON_STRING = r"""'"(?:[^"\\]|\\.)*"'"""
+
+
+def _lenient_only_json(column: str) -> str:
+    """True for text DuckDB parses but strict JSON does not (cheap pre-filter first)."""
+    return (
+        f"(regexp_matches({column}, {_NON_JSON_TOKENS}) AND "
+        f"regexp_matches(regexp_replace({column}, {_JSON_STRING}, '\"\"', 'g'), {_NON_JSON_TOKENS}))"
+    )
+
+
 def _ts_ok(expr: str) -> str:
     """Impossible instants (before 2000 or after 2099) are treated as unparseable."""
     return f"({expr} >= TIMESTAMPTZ '2000-01-01 00:00:00+00' AND {expr} < TIMESTAMPTZ '2100-01-01 00:00:00+00')"
@@ -121,7 +135,7 @@ def parse_sql(lines_relation: str, rules: ParseRules) -> str:
     return f"""
 WITH src AS (
     SELECT file_path, line_number, raw_text, pre_reason, pre_message,
-           pre_reason IS NULL AND json_valid(raw_text) AS is_json
+           pre_reason IS NULL AND json_valid(raw_text) AND NOT {_lenient_only_json("raw_text")} AS is_json
     FROM {lines_relation}
 ), docs AS (
     SELECT *, CASE WHEN is_json THEN raw_text::JSON END AS doc FROM src
