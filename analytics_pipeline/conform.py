@@ -9,10 +9,12 @@ with different content are id conflicts (written to ``event_id_conflicts``).
 
 from __future__ import annotations
 
+import os
 import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import date, timedelta
+from pathlib import Path
 from typing import Any
 
 from analytics_pipeline import quality
@@ -78,16 +80,31 @@ def build_events_day(settings: PipelineSettings, day: str, publish: bool = True)
     events_staged = warehouse.staging_file(EVENTS_TABLE, day, token)
     conflicts_staged = warehouse.staging_file(CONFLICTS_TABLE, day, token)
 
+    # A snapshot of the inputs: hard links keep the bytes read now even if a parallel run
+    # publishes a new raw_events partition while this step scans them more than once.
+    snapshot = []
+    for path in present:
+        arrival = Path(path).parent.name.removeprefix("date=")
+        link = warehouse.staging_file(EVENTS_TABLE, day, f"{token}.raw-{arrival}")
+        os.link(path, link)
+        snapshot.append(link)
+
     con = settings.connect()
     try:
-        if present:
-            files = ", ".join(f"'{p}'" for p in present)
+        if snapshot:
+            files = ", ".join(f"'{p}'" for p in snapshot)
             con.execute(
-                f"CREATE TEMP TABLE candidates AS SELECT * FROM read_parquet([{files}]) "
+                f"CREATE TEMP VIEW source AS SELECT * FROM read_parquet([{files}]) "
                 f"WHERE event_date = DATE '{day}'"
             )
         else:  # no arrival day published yet: an empty, correctly typed partition
-            con.execute(f"CREATE TEMP TABLE candidates AS SELECT * FROM ({_empty_raw()}) WHERE false")
+            con.execute(f"CREATE TEMP VIEW source AS SELECT * FROM ({_empty_raw()}) WHERE false")
+        # Only the narrow columns the ranking needs are held in memory; the wide ones
+        # (properties, context, raw_line) are read from the files by the COPYs below.
+        con.execute(
+            f"""CREATE TEMP TABLE candidates AS
+            SELECT {RANK_ORDER}, message_id, content_hash FROM source"""
+        )
         con.execute(
             f"""CREATE TEMP TABLE ranked AS
             SELECT arrival_date, file_path, line_number, message_id, content_hash,
@@ -105,7 +122,7 @@ def build_events_day(settings: PipelineSettings, day: str, publish: bool = True)
             SELECT c.message_id, c.type, c.event, c.user_id, c.anonymous_id, c.timestamp, c.event_date,
                    c.received_at, c.sent_at, c.original_timestamp, c.properties, c.traits, c.context,
                    c.schema_version, d.deliveries, c.arrival_date, c.file_path, c.line_number
-            FROM candidates c
+            FROM source c
             JOIN ranked r USING (arrival_date, file_path, line_number)
             JOIN deliveries d ON d.message_id = c.message_id
             WHERE r.copy_rank = 1
@@ -119,7 +136,7 @@ def build_events_day(settings: PipelineSettings, day: str, publish: bool = True)
                    r.winner_hash AS kept_content_hash, c.content_hash, c.type, c.event, c.user_id,
                    c.anonymous_id, c.timestamp, c.received_at, c.event_date, c.arrival_date,
                    c.file_path, c.line_number, c.raw_line
-            FROM candidates c
+            FROM source c
             JOIN ranked r USING (arrival_date, file_path, line_number)
             WHERE r.copy_rank > 1 AND r.content_hash <> r.winner_hash
             ORDER BY c.message_id, c.received_at, c.arrival_date, c.file_path, c.line_number
@@ -145,6 +162,8 @@ def build_events_day(settings: PipelineSettings, day: str, publish: bool = True)
         checks = _checks(con, day, counts)
     finally:
         con.close()
+        for link in snapshot:
+            link.unlink(missing_ok=True)
 
     result = EventsResult(day, counts, checks)
     failed = [c for c in checks if not c.passed]

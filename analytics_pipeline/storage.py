@@ -115,9 +115,13 @@ class Warehouse:
         existing = self.versions(table, day)
         number = int(existing[-1].stem[1:]) + 1 if existing else 1
         kept = directory / f"v{number:06d}.parquet"
+        manifest = self.manifest_path(table, day)
+        if manifest.exists():  # the counts of the replaced version stay with it, for rollback
+            shutil.copyfile(manifest, kept.with_suffix(".json"))
         os.link(current, kept)  # a second name for the same bytes: cheap and atomic
         for old in self.versions(table, day)[:-versions_kept]:
             old.unlink()
+            old.with_suffix(".json").unlink(missing_ok=True)
         return kept
 
     def rollback(self, table: str, day: str) -> Path:
@@ -126,8 +130,14 @@ class Warehouse:
         if not versions:
             raise FileNotFoundError(f"no previous version of {table} for {day} to roll back to")
         target = self.partition_file(table, day)
+        kept_manifest = versions[-1].with_suffix(".json")
         os.replace(versions[-1], target)
         _fsync_dir(target.parent)
+        manifest = self.manifest_path(table, day)
+        if kept_manifest.exists():
+            os.replace(kept_manifest, manifest)
+        else:  # kept without its counts: no manifest is better than the replaced version's
+            manifest.unlink(missing_ok=True)
         return target
 
     # --- manifests: the counts behind each published partition -------------------
