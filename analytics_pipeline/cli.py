@@ -29,7 +29,12 @@ def cmd_generate(args: argparse.Namespace) -> int:
     default_start = date.today() - timedelta(days=args.days + LATEST_ARRIVAL_DAYS)
     start = date.fromisoformat(args.start_date) if args.start_date else default_start
     summary = generate(
-        settings.landing_path, start, args.days, args.events_per_day, seed=args.seed, gzip_files=not args.plain
+        settings.landing_path,
+        start,
+        args.days,
+        args.events_per_day,
+        seed=args.seed,
+        gzip_files=not args.plain,
     )
     print(
         f"wrote {summary.lines_written} lines in {summary.files_written} files for {summary.days[0]}"
@@ -156,7 +161,9 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--days", type=int, default=3)
     gen.add_argument("--events-per-day", type=int, default=5000)
     gen.add_argument("--seed", type=int, default=7)
-    gen.add_argument("--start-date", help="first event day, YYYY-MM-DD (default: so the last folder is yesterday)")
+    gen.add_argument(
+        "--start-date", help="first event day, YYYY-MM-DD (default: so the last folder is yesterday)"
+    )
     gen.add_argument("--plain", action="store_true", help="write .jsonl instead of .jsonl.gz")
     gen.set_defaults(func=cmd_generate)
 

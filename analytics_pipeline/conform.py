@@ -153,10 +153,15 @@ def build_events_day(settings: PipelineSettings, day: str, publish: bool = True)
                 con, "SELECT count(*) FROM ranked WHERE copy_rank > 1 AND content_hash = winner_hash"
             ),
             "id_conflicts": _count(con, "SELECT count(*) FROM staged_conflicts"),
-            "late_events": _count(con, f"SELECT count(*) FROM staged_events WHERE arrival_date > DATE '{day}'"),
-            "unregistered_events": _count(con, "SELECT count(*) FROM staged_events WHERE schema_version IS NULL"),
+            "late_events": _count(
+                con, f"SELECT count(*) FROM staged_events WHERE arrival_date > DATE '{day}'"
+            ),
+            "unregistered_events": _count(
+                con, "SELECT count(*) FROM staged_events WHERE schema_version IS NULL"
+            ),
             "persons": _count(
-                con, "SELECT count(DISTINCT coalesce(user_id, 'anonymous:' || anonymous_id)) FROM staged_events"
+                con,
+                "SELECT count(DISTINCT coalesce(user_id, 'anonymous:' || anonymous_id)) FROM staged_events",
             ),
         }
         checks = _checks(con, day, counts)
@@ -171,7 +176,9 @@ def build_events_day(settings: PipelineSettings, day: str, publish: bool = True)
         result.duration_s = time.perf_counter() - started
         raise GateFailed(EVENTS_TABLE, day, checks)
     if publish:
-        result.published[EVENTS_TABLE] = warehouse.publish(events_staged, EVENTS_TABLE, day, settings.versions_kept)
+        result.published[EVENTS_TABLE] = warehouse.publish(
+            events_staged, EVENTS_TABLE, day, settings.versions_kept
+        )
         result.published[CONFLICTS_TABLE] = warehouse.publish(
             conflicts_staged, CONFLICTS_TABLE, day, settings.versions_kept
         )
@@ -201,6 +208,10 @@ def _checks(con: Any, day: str, counts: dict[str, Any]) -> list[quality.CheckOut
         quality.reconciliation(
             "events_reconciliation",
             counts["input_rows"],
-            {"events": counts["events"], "duplicates": counts["duplicates"], "id_conflicts": counts["id_conflicts"]},
+            {
+                "events": counts["events"],
+                "duplicates": counts["duplicates"],
+                "id_conflicts": counts["id_conflicts"],
+            },
         ),
     ]

@@ -125,6 +125,8 @@ def reconciliation(name: str, read: int, parts: Mapping[str, int]) -> CheckOutco
     return CheckOutcome(
         name,
         passed,
-        f"{read} read = {terms}" if passed else f"{read} read but {terms} = {accounted} ({accounted - read:+d})",
+        f"{read} read = {terms}"
+        if passed
+        else f"{read} read but {terms} = {accounted} ({accounted - read:+d})",
         {"read": read, **parts, "difference": accounted - read},
     )

@@ -86,10 +86,7 @@ class Warehouse:
         table_dir = self.root / table
         if not table_dir.exists():
             return []
-        return sorted(
-            p.parent.name.removeprefix("date=")
-            for p in table_dir.glob(f"date=*/{PUBLISHED_FILE}")
-        )
+        return sorted(p.parent.name.removeprefix("date=") for p in table_dir.glob(f"date=*/{PUBLISHED_FILE}"))
 
     def publish(self, staged: Path, table: str, day: str, versions_kept: int) -> PublishResult:
         """Atomically move an audited staging file into the table; keep the old one."""

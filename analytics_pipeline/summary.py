@@ -17,7 +17,9 @@ from analytics_pipeline.storage import Warehouse
 
 def collect(warehouse: Warehouse) -> dict[str, Any]:
     arrivals = {d: warehouse.read_manifest(RAW_TABLE, d) or {} for d in warehouse.published_days(RAW_TABLE)}
-    events = {d: warehouse.read_manifest(EVENTS_TABLE, d) or {} for d in warehouse.published_days(EVENTS_TABLE)}
+    events = {
+        d: warehouse.read_manifest(EVENTS_TABLE, d) or {} for d in warehouse.published_days(EVENTS_TABLE)
+    }
     reasons: Counter[str] = Counter()
     for manifest in arrivals.values():
         reasons.update(manifest.get("quarantined_by_reason", {}))
@@ -48,11 +50,13 @@ def render(summary: dict[str, Any]) -> str:
         )
     out.append("")
     out.append("Events, by event date (UTC)")
-    out.append(f"  {'day':<10} {'events':>9} {'duplicates':>10} {'id_conflicts':>12} {'late':>6} {'persons':>8}")
+    out.append(
+        f"  {'day':<10} {'events':>9} {'duplicates':>10} {'id_conflicts':>12} {'late':>6} {'persons':>8}"
+    )
     for day, m in summary["events"].items():
         out.append(
-            f"  {day:<10} {m.get('events', 0):>9} {m.get('duplicates', 0):>10} {m.get('id_conflicts', 0):>12} "
-            f"{m.get('late_events', 0):>6} {m.get('persons', 0):>8}"
+            f"  {day:<10} {m.get('events', 0):>9} {m.get('duplicates', 0):>10} "
+            f"{m.get('id_conflicts', 0):>12} {m.get('late_events', 0):>6} {m.get('persons', 0):>8}"
         )
     t = summary["totals"]
     accounted = (
@@ -66,5 +70,7 @@ def render(summary: dict[str, Any]) -> str:
         f" + {t['duplicate_file_lines']} lines of re-delivered files"
         f" -> {verdict}"
     )
-    out.append(f"Quarantined files: {t['quarantined_files']}; quarantined by reason: {t['quarantined_by_reason']}")
+    out.append(
+        f"Quarantined files: {t['quarantined_files']}; quarantined by reason: {t['quarantined_by_reason']}"
+    )
     return "\n".join(out)

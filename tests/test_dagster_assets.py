@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 
 import duckdb
 import pytest
@@ -28,7 +28,9 @@ ASSETS = [ingest_landing_day, conform_events_day]
 DAY = "2025-01-10"
 
 
-def _materialize(settings: PipelineSettings, instance: DagsterInstance, day: str = DAY, raise_on_error: bool = True):
+def _materialize(
+    settings: PipelineSettings, instance: DagsterInstance, day: str = DAY, raise_on_error: bool = True
+):
     return materialize(
         ASSETS, partition_key=day, resources={"settings": settings}, instance=instance,
         raise_on_error=raise_on_error,
@@ -64,7 +66,14 @@ def test_materialize_generated_day_records_metadata_and_checks(
     assert result.success
     raw = _metadata(result, "raw_events")
     events = _metadata(result, "events")
-    for key in ("lines_read", "raw_events", "quarantined_by_reason", "late_events", "duration_s", "bytes_written"):
+    for key in (
+        "lines_read",
+        "raw_events",
+        "quarantined_by_reason",
+        "late_events",
+        "duration_s",
+        "bytes_written",
+    ):
         assert key in raw
     for key in ("events", "duplicates", "id_conflicts", "late_events", "bytes_written", "dagster/row_count"):
         assert key in events
@@ -75,7 +84,9 @@ def test_materialize_generated_day_records_metadata_and_checks(
     assert len(evaluations) == 11 and all(e.passed for e in evaluations)
     # the instance knows the partition is materialized, as the UI shows it
     assert dagster_instance.get_materialized_partitions(AssetKey("events")) == {DAY}
-    published = query(Warehouse(settings.warehouse_path).partition_file("events", DAY), "SELECT count(*) FROM t")
+    published = query(
+        Warehouse(settings.warehouse_path).partition_file("events", DAY), "SELECT count(*) FROM t"
+    )
     assert published == [(events["events"],)]
 
 
@@ -87,7 +98,9 @@ def test_catalog_has_a_view_per_table_and_opens_read_only(
     path = catalog_path(Warehouse(settings.warehouse_path))
     reader = duckdb.connect(str(path), read_only=True)
     try:
-        views = {r[0] for r in reader.execute("SELECT view_name FROM duckdb_views() WHERE NOT internal").fetchall()}
+        views = {
+            r[0] for r in reader.execute("SELECT view_name FROM duckdb_views() WHERE NOT internal").fetchall()
+        }
         assert {"raw_events", "quarantined_events", "events", "file_ledger", "event_id_conflicts"} <= views
         # while the reader holds it open, the pipeline publishes again without a lock error
         write_lines(settings, DAY, "b.jsonl", [message(messageId="m-3")])
@@ -138,7 +151,9 @@ def test_failed_raw_gate_stops_events_in_the_same_run(
 
     real_select = ingestion.raw_events_select
     # A transform bug that drops a row: the reconciliation gate must catch it.
-    monkeypatch.setattr(ingestion, "raw_events_select", lambda parsed, day: real_select(parsed, day) + " LIMIT 1")
+    monkeypatch.setattr(
+        ingestion, "raw_events_select", lambda parsed, day: real_select(parsed, day) + " LIMIT 1"
+    )
     result = _materialize(settings, dagster_instance, raise_on_error=False)
     assert not result.success
     failed = {e.check_name for e in result.get_asset_check_evaluations() if not e.passed}
@@ -150,7 +165,7 @@ def test_failed_raw_gate_stops_events_in_the_same_run(
 
 
 def test_nightly_schedule_requests_yesterday_at_two() -> None:
-    context = build_schedule_context(scheduled_execution_time=datetime(2025, 1, 11, 2, 0, tzinfo=timezone.utc))
+    context = build_schedule_context(scheduled_execution_time=datetime(2025, 1, 11, 2, 0, tzinfo=UTC))
     requests = list(nightly_schedule.evaluate_tick(context).run_requests or [])
     assert [r.partition_key for r in requests] == ["2025-01-10"]
     assert nightly_schedule.cron_schedule == "0 2 * * *"

@@ -72,8 +72,12 @@ def test_same_id_with_different_content_is_an_id_conflict(settings: PipelineSett
 
 def test_late_events_land_in_their_own_event_date(settings: PipelineSettings) -> None:
     write_lines(settings, DAY, "a.jsonl", [message(messageId="on-time")])
-    write_lines(settings, "2025-01-13", "a.jsonl", [message(messageId="late-3", receivedAt="2025-01-13T00:00:01Z")])
-    write_lines(settings, "2025-01-14", "a.jsonl", [message(messageId="late-4", receivedAt="2025-01-14T00:00:01Z")])
+    write_lines(
+        settings, "2025-01-13", "a.jsonl", [message(messageId="late-3", receivedAt="2025-01-13T00:00:01Z")]
+    )
+    write_lines(
+        settings, "2025-01-14", "a.jsonl", [message(messageId="late-4", receivedAt="2025-01-14T00:00:01Z")]
+    )
     counts = _run(settings, [DAY, "2025-01-13", "2025-01-14"])
     assert [r[0] for r in _events(settings)] == ["late-3", "on-time"]
     assert counts["late_events"] == 1
@@ -88,7 +92,9 @@ def test_rebuilding_after_more_late_data_updates_the_partition(settings: Pipelin
     write_lines(settings, DAY, "a.jsonl", [message(messageId="a")])
     _run(settings, [DAY])
     assert [r[0] for r in _events(settings)] == ["a"]
-    write_lines(settings, "2025-01-12", "b.jsonl", [message(messageId="b", receivedAt="2025-01-12T08:00:00Z")])
+    write_lines(
+        settings, "2025-01-12", "b.jsonl", [message(messageId="b", receivedAt="2025-01-12T08:00:00Z")]
+    )
     _run(settings, ["2025-01-12"])
     assert [r[0] for r in _events(settings)] == ["a", "b"]
     versions = Warehouse(settings.warehouse_path).versions("events", DAY)
@@ -105,7 +111,10 @@ def test_clock_skew_correction_decides_the_event_date(settings: PipelineSettings
     )  # fmt: skip
     write_lines(settings, DAY, "a.jsonl", [skewed])
     _run(settings, [DAY])
-    rows = query(Warehouse(settings.warehouse_path).partition_file("events", DAY), "SELECT message_id, timestamp FROM t")
+    rows = query(
+        Warehouse(settings.warehouse_path).partition_file("events", DAY),
+        "SELECT message_id, timestamp FROM t",
+    )
     assert rows[0][0] == "skewed"
     assert rows[0][1].isoformat() == "2025-01-10T23:00:00+00:00"
 

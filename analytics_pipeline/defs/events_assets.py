@@ -1,6 +1,5 @@
 """``events`` and ``event_id_conflicts``: one step per event date, over the late window."""
 
-
 from collections.abc import Iterator
 from typing import Any
 
@@ -71,7 +70,7 @@ EVENTS_CHECKS = [
         ),
         AssetSpec(
             CONFLICTS_TABLE,
-            description="Copies that reused a messageId with different content (the quarantine of id_conflict).",
+            description="Copies that reused a messageId with different content (id_conflict quarantine).",
             group_name="events",
             deps=[AssetDep(RAW_TABLE, partition_mapping=late_window_mapping)],
             metadata={"dagster/column_schema": declared_schema(CONFLICT_COLUMNS)},
@@ -112,5 +111,7 @@ def conform_events_day(context: AssetExecutionContext, settings: PipelineSetting
     )
     yield MaterializeResult(
         asset_key=CONFLICTS_TABLE,
-        metadata=publish_metadata(result.published[CONFLICTS_TABLE], counts["id_conflicts"], CONFLICT_COLUMNS),
+        metadata=publish_metadata(
+            result.published[CONFLICTS_TABLE], counts["id_conflicts"], CONFLICT_COLUMNS
+        ),
     )

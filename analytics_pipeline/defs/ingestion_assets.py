@@ -1,6 +1,5 @@
 """``raw_events``, ``quarantined_events`` and ``file_ledger``: one step per arrival day."""
 
-
 from collections.abc import Iterator
 from typing import Any
 
@@ -115,7 +114,10 @@ def ingest_landing_day(context: AssetExecutionContext, settings: PipelineSetting
     shared = {**count_metadata(counts), "duration_s": round(result.duration_s, 3)}
     yield MaterializeResult(
         asset_key=RAW_TABLE,
-        metadata={**shared, **publish_metadata(result.published[RAW_TABLE], counts["raw_events"], RAW_EVENT_COLUMNS)},
+        metadata={
+            **shared,
+            **publish_metadata(result.published[RAW_TABLE], counts["raw_events"], RAW_EVENT_COLUMNS),
+        },
     )
     quarantined = counts["quarantined_lines"] + counts["quarantined_files"]
     yield MaterializeResult(

@@ -7,7 +7,6 @@ steps rather than one run because a run has one partition key, and the rebuild
 must wait for the ingest to finish.
 """
 
-
 from collections.abc import Iterator
 from datetime import date, timedelta
 

@@ -29,8 +29,7 @@ def column_schema(path: Path, descriptions: Mapping[str, str]) -> TableSchema:
         con.close()
     return TableSchema(
         columns=[
-            TableColumn(name=str(r[0]), type=str(r[1]), description=descriptions.get(str(r[0])))
-            for r in rows
+            TableColumn(name=str(r[0]), type=str(r[1]), description=descriptions.get(str(r[0]))) for r in rows
         ]
     )
 
@@ -38,7 +37,9 @@ def column_schema(path: Path, descriptions: Mapping[str, str]) -> TableSchema:
 def declared_schema(descriptions: Mapping[str, str]) -> TableSchema:
     """Column names and meanings known before anything runs, for the asset's definition."""
     return TableSchema(
-        columns=[TableColumn(name=n, type="see materialization", description=d) for n, d in descriptions.items()]
+        columns=[
+            TableColumn(name=n, type="see materialization", description=d) for n, d in descriptions.items()
+        ]
     )
 
 
@@ -67,7 +68,9 @@ def count_metadata(counts: Mapping[str, Any]) -> dict[str, Any]:
     return metadata
 
 
-def check_results(outcomes: Iterable[CheckOutcome], specs: Iterable[AssetCheckSpec]) -> list[AssetCheckResult]:
+def check_results(
+    outcomes: Iterable[CheckOutcome], specs: Iterable[AssetCheckSpec]
+) -> list[AssetCheckResult]:
     asset_of = {spec.name: spec.asset_key for spec in specs}
     return [
         AssetCheckResult(
@@ -76,7 +79,9 @@ def check_results(outcomes: Iterable[CheckOutcome], specs: Iterable[AssetCheckSp
             passed=o.passed,
             severity=AssetCheckSeverity.ERROR,
             description=o.description,
-            metadata={k: MetadataValue.json(v) if isinstance(v, dict | list) else v for k, v in o.metadata.items()},
+            metadata={
+                k: MetadataValue.json(v) if isinstance(v, dict | list) else v for k, v in o.metadata.items()
+            },
         )
         for o in outcomes
     ]
