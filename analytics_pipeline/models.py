@@ -1,0 +1,239 @@
+"""Modeled tables from ``assets/models/*.sql``: load, resolve upstreams, build a partition.
+
+A model is one SQL file: a ``/* ... */`` YAML header (description, grain, partitioning,
+the partition window it reads of each upstream, column descriptions) and one SELECT.
+Upstreams are the tables the SELECT names (found with sqlglot), so adding a table is
+adding a file. While a partition is built each upstream is a view over exactly the
+partitions its window names, and the SQL reads the partition date with
+``getvariable('partition_date')``.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Any
+
+import sqlglot
+import yaml
+from sqlglot import exp
+
+from analytics_pipeline.settings import PipelineSettings
+from analytics_pipeline.storage import PublishResult, Warehouse
+
+# Tables built by Python steps rather than SQL files; models may read them.
+SOURCE_TABLES = {"events": "daily", "raw_events": "daily", "quarantined_events": "daily"}
+HEADER = re.compile(r"\A\s*/\*(?P<yaml>.*?)\*/(?P<sql>.*)\Z", re.DOTALL)
+DEFAULT_CONVERSION_EVENTS = ("Order Completed", "Signed Up")
+
+
+class ModelError(ValueError):
+    """A model file that cannot be loaded; the message names the file."""
+
+
+@dataclass(frozen=True)
+class Window:
+    """Partitions of an upstream read for partition D: D+start .. D+end, or the latest one."""
+
+    start: int = 0
+    end: int = 0
+    latest: bool = False
+
+    def days(self, day: str) -> list[str]:
+        base = date.fromisoformat(day)
+        return [(base + timedelta(days=i)).isoformat() for i in range(self.start, self.end + 1)]
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    path: Path
+    sql: str
+    description: str
+    grain: str
+    partitioned: bool
+    upstreams: dict[str, Window]
+    columns: dict[str, str] = field(default_factory=dict)
+    column_types: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def self_dependent(self) -> bool:
+        return self.name in self.upstreams
+
+
+def _window(model: str, upstream: str, raw: Any) -> Window:
+    if raw == "latest":
+        return Window(latest=True)
+    if isinstance(raw, list) and len(raw) == 2 and all(isinstance(v, int) for v in raw) and raw[0] <= raw[1]:
+        return Window(raw[0], raw[1])
+    raise ModelError(f"{model}: window for {upstream} must be [start, end] day offsets or 'latest', got {raw!r}")
+
+
+def referenced_tables(sql: str) -> set[str]:
+    """Tables a SELECT reads, without its own CTE names."""
+    tree = sqlglot.parse_one(sql, read="duckdb")
+    ctes = {cte.alias_or_name for cte in tree.find_all(exp.CTE)}
+    return {table.name for table in tree.find_all(exp.Table) if table.name} - ctes
+
+
+def load_model(path: Path, known_tables: set[str]) -> ModelSpec:
+    text = path.read_text()
+    match = HEADER.match(text)
+    if not match:
+        raise ModelError(f"{path}: a model starts with a /* YAML header */ block")
+    try:
+        header = yaml.safe_load(match["yaml"]) or {}
+    except yaml.YAMLError as exc:
+        raise ModelError(f"{path}: header is not YAML: {exc}") from exc
+    name = str(header.get("name", path.stem))
+    sql = match["sql"].strip().rstrip(";")
+    try:
+        tables = referenced_tables(sql)
+    except sqlglot.errors.ParseError as exc:
+        raise ModelError(f"{path}: SQL does not parse: {exc}") from exc
+    unknown = tables - known_tables
+    if unknown:
+        raise ModelError(f"{path}: reads unknown tables {sorted(unknown)}; known: {sorted(known_tables)}")
+    partitioned = str(header.get("partitioned", "daily")) == "daily"
+    windows = header.get("window") or {}
+    stray = set(windows) - tables
+    if stray:
+        raise ModelError(f"{path}: window names tables the SQL does not read: {sorted(stray)}")
+    upstreams = {t: _window(name, t, windows.get(t, [0, 0])) for t in sorted(tables)}
+    for required in ("description", "grain"):
+        if not header.get(required):
+            raise ModelError(f"{path}: header needs '{required}'")
+    columns: dict[str, str] = {}
+    column_types: dict[str, str] = {}
+    for column, about in (header.get("columns") or {}).items():
+        if isinstance(about, dict):
+            columns[str(column)] = str(about.get("description", ""))
+            if about.get("type"):
+                column_types[str(column)] = str(about["type"])
+        else:
+            columns[str(column)] = str(about)
+    if name in tables and set(column_types) != set(columns):
+        raise ModelError(f"{path}: a model that reads its own previous partition declares every column's type")
+    return ModelSpec(
+        name=name,
+        path=path,
+        sql=sql,
+        description=str(header["description"]).strip(),
+        grain=str(header["grain"]).strip(),
+        partitioned=partitioned,
+        upstreams=upstreams,
+        columns=columns,
+        column_types=column_types,
+    )
+
+
+def load_models(directory: Path) -> list[ModelSpec]:
+    """Every model in the folder, in an order where upstreams come first."""
+    paths = sorted(directory.glob("*.sql"))
+    names = {p.stem for p in paths}
+    known = set(SOURCE_TABLES) | names
+    specs = {spec.name: spec for spec in (load_model(p, known) for p in paths)}
+    ordered: list[ModelSpec] = []
+    visiting: set[str] = set()
+
+    def visit(name: str) -> None:
+        if name in SOURCE_TABLES or any(s.name == name for s in ordered):
+            return
+        if name in visiting:
+            raise ModelError(f"models form a cycle through {name}")
+        visiting.add(name)
+        for upstream in specs[name].upstreams:
+            if upstream != name:
+                visit(upstream)
+        visiting.discard(name)
+        ordered.append(specs[name])
+
+    for name in sorted(specs):
+        visit(name)
+    return ordered
+
+
+@dataclass
+class ModelResult:
+    name: str
+    day: str | None
+    rows: int
+    published: PublishResult
+    inputs: dict[str, list[str]]
+    duration_s: float
+
+
+def _view_sql(warehouse: Warehouse, table: str, window: Window, day: str | None, spec: ModelSpec) -> str:
+    """A view over exactly the partitions the window names (an empty typed view if none exist)."""
+    published = warehouse.published_days(table)
+    if window.latest:
+        chosen = [d for d in published if day is None or d <= day][-1:]
+    elif day is None:
+        chosen = published
+    else:
+        wanted = set(window.days(day))
+        chosen = [d for d in published if d in wanted]
+    files = [str(warehouse.partition_file(table, d)) for d in chosen]
+    if files:
+        listed = ", ".join(f"'{f}'" for f in files)
+        return f"SELECT * FROM read_parquet([{listed}], union_by_name = true)"
+    schema_file = _any_partition(warehouse, table)
+    if schema_file is None:
+        raise ModelError(f"{spec.name}: upstream {table} has no published partition yet")
+    return f"SELECT * FROM read_parquet('{schema_file}') WHERE false"
+
+
+def _any_partition(warehouse: Warehouse, table: str) -> Path | None:
+    days = warehouse.published_days(table)
+    return warehouse.partition_file(table, days[-1]) if days else None
+
+
+def build_model(settings: PipelineSettings, spec: ModelSpec, day: str | None) -> ModelResult:
+    """Build one partition (or the whole unpartitioned table) and publish it atomically."""
+    started = time.perf_counter()
+    warehouse = Warehouse(settings.warehouse_path)
+    partition = day if spec.partitioned and day else "all"
+    token = uuid.uuid4().hex
+    warehouse.clear_staging(spec.name, partition)
+    staged = warehouse.staging_file(spec.name, partition, token)
+    inputs: dict[str, list[str]] = {}
+    con = settings.connect()
+    try:
+        for table, window in spec.upstreams.items():
+            if table == spec.name and day and not [d for d in warehouse.published_days(table) if d < day]:
+                # the first partition of a self-dependent model starts from an empty state
+                typed = ", ".join(f'"{c}" {t}' for c, t in spec.column_types.items())
+                con.execute(f'CREATE TEMP TABLE "{table}" ({typed})')
+                inputs[table] = []
+                continue
+            if table == spec.name and day:
+                previous = set(window.days(day))
+                if not previous & set(warehouse.published_days(table)):
+                    raise ModelError(
+                        f"{spec.name} {day}: reads its own partitions {sorted(previous)}, which are not "
+                        "built yet; build the earlier partitions first"
+                    )
+            view = _view_sql(warehouse, table, window, day, spec)
+            inputs[table] = _partitions_in(view)
+            con.execute(f'CREATE TEMP VIEW "{table}" AS {view}')
+        if day:
+            con.execute(f"SET VARIABLE partition_date = DATE '{day}'")
+        con.execute(f"SET VARIABLE late_window_days = {int(settings.late_window_days)}")
+        conversions = ", ".join("'" + e.replace("'", "''") + "'" for e in DEFAULT_CONVERSION_EVENTS)
+        con.execute(f"SET VARIABLE conversion_events = [{conversions}]")
+        con.execute(f"COPY ({spec.sql}) TO '{staged}' (FORMAT parquet, COMPRESSION zstd)")
+        row = con.execute(f"SELECT count(*) FROM read_parquet('{staged}')").fetchone()
+        rows = int(row[0]) if row else 0
+    finally:
+        con.close()
+    published = warehouse.publish(staged, spec.name, partition, settings.versions_kept)
+    warehouse.write_manifest(spec.name, partition, {"rows": rows, "inputs": inputs})
+    return ModelResult(spec.name, day, rows, published, inputs, time.perf_counter() - started)
+
+
+def _partitions_in(view_sql: str) -> list[str]:
+    return re.findall(r"date=(\d{4}-\d{2}-\d{2})", view_sql)
