@@ -66,7 +66,7 @@ def run_days(settings: PipelineSettings, days: list[str], echo: bool = True) -> 
     from dagster import DagsterInstance
 
     from analytics_pipeline.definitions import defs
-    from analytics_pipeline.defs.jobs import late_window_days_for
+    from analytics_pipeline.defs.jobs import late_window_days_for, model_rebuilds
 
     instance = DagsterInstance.get()
     resources = {"settings": settings}
@@ -76,6 +76,7 @@ def run_days(settings: PipelineSettings, days: list[str], echo: bool = True) -> 
     warehouse = Warehouse(settings.warehouse_path)
     last_complete = (date.today() - timedelta(days=1)).isoformat()
     ok = True
+    changed_event_days: set[str] = set()
     for day in days:
         if day > last_complete:
             print(f"skipping {day}: its partition is not complete yet (today is {date.today()})")
@@ -88,6 +89,7 @@ def run_days(settings: PipelineSettings, days: list[str], echo: bool = True) -> 
             print(f"nightly_job {day} FAILED: see run {result.run_id} in the UI", file=sys.stderr)
             continue
         rebuilt = late_window_days_for(day, settings.late_window_days, warehouse)
+        changed_event_days.update([day, *rebuilt])
         for event_day in rebuilt:
             late_result = late.execute_in_process(
                 partition_key=event_day, instance=instance, resources=resources,
@@ -97,6 +99,15 @@ def run_days(settings: PipelineSettings, days: list[str], echo: bool = True) -> 
         if echo:
             tail = f"; late events rebuilt {', '.join(rebuilt)}" if rebuilt else ""
             print(f"nightly_job {day}: ok{tail}", flush=True)
+    # what models_sensor does after each run, once for all the changed dates
+    for job_name, partition in model_rebuilds(changed_event_days, warehouse):
+        job = defs.resolve_job_def(job_name)
+        model_result = job.execute_in_process(
+            partition_key=partition, instance=instance, resources=resources, raise_on_error=False, run_config=quiet
+        )
+        ok &= model_result.success
+        if echo:
+            print(f"{job_name} {partition or ''}: {'ok' if model_result.success else 'FAILED'}", flush=True)
     return ok
 
 

@@ -6,13 +6,22 @@ from dagster import Definitions
 
 from analytics_pipeline.defs.events_assets import conform_events_day
 from analytics_pipeline.defs.ingestion_assets import ingest_landing_day
-from analytics_pipeline.defs.jobs import late_window_job, late_window_sensor, nightly_job, nightly_schedule
+from analytics_pipeline.defs.model_assets import model_assets
+from analytics_pipeline.defs.jobs import (
+    dimensions_job,
+    late_window_job,
+    late_window_sensor,
+    models_job,
+    models_sensor,
+    nightly_job,
+    nightly_schedule,
+)
 from analytics_pipeline.settings import PipelineSettings
 
 defs = Definitions(
-    assets=[ingest_landing_day, conform_events_day],
-    jobs=[nightly_job, late_window_job],
+    assets=[ingest_landing_day, conform_events_day, *model_assets],
+    jobs=[nightly_job, late_window_job, models_job, dimensions_job],
     schedules=[nightly_schedule],
-    sensors=[late_window_sensor],
+    sensors=[late_window_sensor, models_sensor],
     resources={"settings": PipelineSettings.from_env()},
 )

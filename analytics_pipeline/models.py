@@ -237,3 +237,48 @@ def build_model(settings: PipelineSettings, spec: ModelSpec, day: str | None) ->
 
 def _partitions_in(view_sql: str) -> list[str]:
     return re.findall(r"date=(\d{4}-\d{2}-\d{2})", view_sql)
+
+
+def affected_partitions(
+    specs: list[ModelSpec], changed: dict[str, set[str]], data_days: list[str]
+) -> list[tuple[ModelSpec, str | None]]:
+    """Every model partition that reads a changed partition, in an order that can be built.
+
+    ``changed`` maps a table to its changed days (e.g. ``{"events": {"2025-01-03"}}``);
+    ``data_days`` bounds the days a partitioned model is built for. A partition D of a
+    model with window [s, e] on a changed upstream day c is affected when
+    c - e <= D <= c - s; a model that reads its own previous partition passes the
+    change on to every later day.
+    """
+    dirty = {table: set(days) for table, days in changed.items()}
+    plan: list[tuple[ModelSpec, str | None]] = []
+    allowed = set(data_days)
+    for spec in specs:  # load_models orders upstreams first
+        hit: set[str] = set()
+        unpartitioned_hit = False
+        for upstream, window in spec.upstreams.items():
+            if upstream == spec.name:
+                continue
+            for day in dirty.get(upstream, set()):
+                if not spec.partitioned or window.latest:
+                    unpartitioned_hit = True
+                    if spec.partitioned:  # the latest snapshot feeds every later partition
+                        hit.update(d for d in allowed if d >= day)
+                    continue
+                base = date.fromisoformat(day)
+                for offset in range(window.start, window.end + 1):
+                    candidate = (base - timedelta(days=offset)).isoformat()
+                    if candidate in allowed:
+                        hit.add(candidate)
+        if spec.self_dependent and hit:
+            first = min(hit)
+            hit.update(d for d in allowed if d >= first)
+        if spec.partitioned:
+            plan.extend((spec, d) for d in sorted(hit))
+            dirty[spec.name] = hit
+        elif unpartitioned_hit:
+            plan.append((spec, None))
+            dirty[spec.name] = {"all"}
+    # build day by day (oldest first), upstream models before downstream ones each day
+    order = {spec.name: i for i, spec in enumerate(specs)}
+    return sorted(plan, key=lambda item: (item[1] is None, item[1] or "", order[item[0].name]))

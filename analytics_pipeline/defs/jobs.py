@@ -21,10 +21,16 @@ from dagster import (
 )
 
 from analytics_pipeline.conform import CONFLICTS_TABLE, EVENTS_TABLE
+from analytics_pipeline.defs.model_assets import model_specs
 from analytics_pipeline.defs.partitions import LATE_WINDOW_DAYS, daily_partitions
 from analytics_pipeline.ingestion import LEDGER_TABLE, QUARANTINE_TABLE, RAW_TABLE
+from analytics_pipeline.models import affected_partitions
 from analytics_pipeline.settings import PipelineSettings
 from analytics_pipeline.storage import Warehouse
+
+# Model runs touch self-dependent snapshots (identities[D] reads identities[D-1]), so they
+# run one at a time, oldest date first: dagster.yaml limits this tag to 1 concurrent run.
+MODELS_QUEUE_TAG = "analytics/models_queue"
 
 nightly_job = define_asset_job(
     "nightly_job",
@@ -38,6 +44,21 @@ late_window_job = define_asset_job(
     selection=AssetSelection.assets(EVENTS_TABLE, CONFLICTS_TABLE),
     partitions_def=daily_partitions,
     description="Rebuild the events of one date after late data for it arrived.",
+)
+
+models_job = define_asset_job(
+    "models_job",
+    selection=AssetSelection.assets(*[spec.name for spec in model_specs if spec.partitioned]),
+    partitions_def=daily_partitions,
+    description="Build every daily model (assets/models/*.sql) for one date.",
+    tags={MODELS_QUEUE_TAG: "serial"},
+)
+
+dimensions_job = define_asset_job(
+    "dimensions_job",
+    selection=AssetSelection.assets(*[spec.name for spec in model_specs if not spec.partitioned]),
+    description="Rebuild the unpartitioned models (dimensions such as users).",
+    tags={MODELS_QUEUE_TAG: "serial"},
 )
 
 nightly_schedule = build_schedule_from_partitioned_job(
@@ -81,3 +102,29 @@ def late_window_sensor(context: RunStatusSensorContext, settings: PipelineSettin
         if event_day < daily_partitions.start.date().isoformat():
             continue
         yield RunRequest(run_key=f"late-window:{arrival_day}:{event_day}", partition_key=event_day)
+
+
+def model_rebuilds(changed_event_days: set[str], warehouse: Warehouse) -> list[tuple[str, str | None]]:
+    """(job, partition) runs that bring every model up to date after events changed."""
+    data_days = warehouse.published_days(EVENTS_TABLE)
+    plan = affected_partitions(model_specs, {EVENTS_TABLE: changed_event_days}, data_days)
+    days = sorted({day for _, day in plan if day})
+    runs: list[tuple[str, str | None]] = [("models_job", day) for day in days]
+    if any(day is None for _, day in plan):
+        runs.append(("dimensions_job", None))
+    return runs
+
+
+@run_status_sensor(
+    run_status=DagsterRunStatus.SUCCESS,
+    monitored_jobs=[nightly_job, late_window_job],
+    request_jobs=[models_job, dimensions_job],
+    description="After events of a date are (re)built, rebuild every model partition that reads it.",
+)
+def models_sensor(context: RunStatusSensorContext, settings: PipelineSettings) -> Iterator[RunRequest]:
+    event_day = context.dagster_run.tags.get("dagster/partition")
+    if not event_day:
+        return
+    run_id = context.dagster_run.run_id
+    for job_name, day in model_rebuilds({event_day}, Warehouse(settings.warehouse_path)):
+        yield RunRequest(run_key=f"models:{run_id}:{job_name}:{day}", job_name=job_name, partition_key=day)

@@ -16,9 +16,14 @@ daily_partitions = DailyPartitionsDefinition(start_date=PARTITIONS_START, timezo
 LATE_WINDOW_DAYS = late_window_days_from_env()
 
 # events[D] reads raw_events[D .. D+L]: late arrivals land in their own event date.
-# Upstream days after today do not exist yet; that is normal, not an error.
-with warnings.catch_warnings():
-    warnings.simplefilter("ignore", BetaWarning)
-    late_window_mapping = TimeWindowPartitionMapping(
-        start_offset=0, end_offset=LATE_WINDOW_DAYS, allow_nonexistent_upstream_partitions=True
-    )
+
+def window_mapping(start_offset: int, end_offset: int) -> TimeWindowPartitionMapping:
+    """Partitions D+start .. D+end of an upstream; days before the first or after today may not exist."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", BetaWarning)
+        return TimeWindowPartitionMapping(
+            start_offset=start_offset, end_offset=end_offset, allow_nonexistent_upstream_partitions=True
+        )
+
+
+late_window_mapping = window_mapping(0, LATE_WINDOW_DAYS)
