@@ -21,6 +21,8 @@ from typing import Any
 import sqlglot
 import yaml
 from sqlglot import exp
+from sqlglot.errors import SqlglotError
+from sqlglot.lineage import lineage
 
 from analytics_pipeline.settings import PipelineSettings
 from analytics_pipeline.storage import PublishResult, Warehouse
@@ -165,6 +167,30 @@ class ModelResult:
     published: PublishResult
     inputs: dict[str, list[str]]
     duration_s: float
+    lineage: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
+
+
+def column_lineage(
+    spec: ModelSpec, output_columns: list[str], schema: dict[str, dict[str, str]]
+) -> dict[str, list[tuple[str, str]]]:
+    """For each output column, the upstream (table, column) pairs it is computed from.
+
+    Columns sqlglot cannot trace (e.g. from ``getvariable``) map to an empty list.
+    """
+    result: dict[str, list[tuple[str, str]]] = {}
+    for column in output_columns:
+        try:
+            node = lineage(column, spec.sql, schema=schema, dialect="duckdb")
+        except (SqlglotError, KeyError, ValueError):
+            result[column] = []
+            continue
+        sources = {
+            (n.expression.name, n.name.split(".")[-1])
+            for n in node.walk()
+            if isinstance(n.expression, exp.Table)
+        }
+        result[column] = sorted(sources)
+    return result
 
 
 def _view_sql(warehouse: Warehouse, table: str, window: Window, day: str | None, spec: ModelSpec) -> str:
@@ -180,11 +206,11 @@ def _view_sql(warehouse: Warehouse, table: str, window: Window, day: str | None,
     files = [str(warehouse.partition_file(table, d)) for d in chosen]
     if files:
         listed = ", ".join(f"'{f}'" for f in files)
-        return f"SELECT * FROM read_parquet([{listed}], union_by_name = true)"
+        return f"SELECT * FROM read_parquet([{listed}], union_by_name = true, hive_partitioning = false)"
     schema_file = _any_partition(warehouse, table)
     if schema_file is None:
         raise ModelError(f"{spec.name}: upstream {table} has no published partition yet")
-    return f"SELECT * FROM read_parquet('{schema_file}') WHERE false"
+    return f"SELECT * FROM read_parquet('{schema_file}', hive_partitioning = false) WHERE false"
 
 
 def _any_partition(warehouse: Warehouse, table: str) -> Path | None:
@@ -226,13 +252,22 @@ def build_model(settings: PipelineSettings, spec: ModelSpec, day: str | None) ->
         conversions = ", ".join("'" + e.replace("'", "''") + "'" for e in DEFAULT_CONVERSION_EVENTS)
         con.execute(f"SET VARIABLE conversion_events = [{conversions}]")
         con.execute(f"COPY ({spec.sql}) TO '{staged}' (FORMAT parquet, COMPRESSION zstd)")
-        row = con.execute(f"SELECT count(*) FROM read_parquet('{staged}')").fetchone()
+        row = con.execute(f"SELECT count(*) FROM read_parquet('{staged}', hive_partitioning = false)").fetchone()
         rows = int(row[0]) if row else 0
+        schema = {
+            table: {str(r[0]): str(r[1]) for r in con.execute(f'DESCRIBE SELECT * FROM "{table}"').fetchall()}
+            for table in spec.upstreams
+        }
+        described = con.execute(f"DESCRIBE SELECT * FROM read_parquet('{staged}', hive_partitioning = false)")
+        outputs = [str(r[0]) for r in described.fetchall()]
     finally:
         con.close()
     published = warehouse.publish(staged, spec.name, partition, settings.versions_kept)
     warehouse.write_manifest(spec.name, partition, {"rows": rows, "inputs": inputs})
-    return ModelResult(spec.name, day, rows, published, inputs, time.perf_counter() - started)
+    return ModelResult(
+        spec.name, day, rows, published, inputs, time.perf_counter() - started,
+        lineage=column_lineage(spec, outputs, schema),
+    )  # fmt: skip
 
 
 def _partitions_in(view_sql: str) -> list[str]:

@@ -6,12 +6,15 @@ so the asset graph in the UI is the SQL's own lineage.
 
 from dagster import (
     AssetDep,
+    AssetKey,
     AssetExecutionContext,
     AssetsDefinition,
     LastPartitionMapping,
     MaterializeResult,
     MetadataValue,
     PartitionMapping,
+    TableColumnDep,
+    TableColumnLineage,
     asset,
 )
 
@@ -55,6 +58,12 @@ def model_asset(spec: ModelSpec) -> AssetsDefinition:
             metadata={
                 **publish_metadata(result.published, result.rows, spec.columns),
                 "inputs": MetadataValue.json(result.inputs),
+                "dagster/column_lineage": TableColumnLineage(
+                    deps_by_column={
+                        column: [TableColumnDep(asset_key=AssetKey(t), column_name=c) for t, c in sources]
+                        for column, sources in result.lineage.items()
+                    }
+                ),
                 "duration_s": round(result.duration_s, 3),
             }
         )
