@@ -4,8 +4,9 @@ A model is one SQL file: a ``/* ... */`` YAML header (description, grain, partit
 the partition window it reads of each upstream, column descriptions) and one SELECT.
 Upstreams are the tables the SELECT names (found with sqlglot), so adding a table is
 adding a file. While a partition is built each upstream is a view over exactly the
-partitions its window names, and the SQL reads the partition date with
-``getvariable('partition_date')``.
+partitions its window names. The SQL reads the partition date with
+``getvariable('partition_date')`` and the published days of an upstream's window with
+``getvariable('<upstream>_partitions')`` (a DATE list).
 """
 
 from __future__ import annotations
@@ -234,6 +235,7 @@ def build_model(settings: PipelineSettings, spec: ModelSpec, day: str | None) ->
                 # the first partition of a self-dependent model starts from an empty state
                 typed = ", ".join(f'"{c}" {t}' for c, t in spec.column_types.items())
                 con.execute(f'CREATE TEMP TABLE "{table}" ({typed})')
+                con.execute(f"SET VARIABLE {table}_partitions = CAST([] AS DATE[])")
                 inputs[table] = []
                 continue
             if table == spec.name and day:
@@ -246,6 +248,9 @@ def build_model(settings: PipelineSettings, spec: ModelSpec, day: str | None) ->
             view = _view_sql(warehouse, table, window, day, spec)
             inputs[table] = _partitions_in(view)
             con.execute(f'CREATE TEMP VIEW "{table}" AS {view}')
+            # which of the window's days are published: "has this period elapsed?"
+            listed = ", ".join(f"DATE '{d}'" for d in inputs[table])
+            con.execute(f"SET VARIABLE {table}_partitions = CAST([{listed}] AS DATE[])")
         if day:
             con.execute(f"SET VARIABLE partition_date = DATE '{day}'")
         con.execute(f"SET VARIABLE late_window_days = {int(settings.late_window_days)}")
