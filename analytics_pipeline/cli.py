@@ -126,10 +126,17 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_summary(args: argparse.Namespace) -> int:
-    from analytics_pipeline.summary import collect, render
+    from analytics_pipeline.summary import collect, headlines, render
 
     settings = _settings(args)
-    print(render(collect(Warehouse(settings.warehouse_path))))
+    warehouse = Warehouse(settings.warehouse_path)
+    print(render(collect(warehouse)))
+    numbers = headlines(warehouse)
+    if numbers:
+        print()
+        print("From the models")
+        for line in numbers:
+            print(f"  {line}")
     return 0
 
 

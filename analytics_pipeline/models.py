@@ -17,19 +17,24 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
+import pyarrow as pa
 import sqlglot
 import yaml
 from sqlglot import exp
 from sqlglot.errors import SqlglotError
 from sqlglot.lineage import lineage
 
+from analytics_pipeline.funnel_definitions import funnel_steps_table
 from analytics_pipeline.settings import PipelineSettings
 from analytics_pipeline.storage import PublishResult, Warehouse
 
 # Tables built by Python steps rather than SQL files; models may read them.
 SOURCE_TABLES = {"events": "daily", "raw_events": "daily", "quarantined_events": "daily"}
+# Small unpartitioned tables built in Python from files in assets/ (e.g. funnels.yml); a
+# model that names one gets it as a view while it is built. Not upstream partitions.
+SEED_TABLES: dict[str, Callable[[], pa.Table]] = {"funnel_steps": funnel_steps_table}
 HEADER = re.compile(r"\A\s*/\*(?P<yaml>.*?)\*/(?P<sql>.*)\Z", re.DOTALL)
 DEFAULT_CONVERSION_EVENTS = ("Order Completed", "Signed Up")
 
@@ -62,6 +67,7 @@ class ModelSpec:
     upstreams: dict[str, Window]
     columns: dict[str, str] = field(default_factory=dict)
     column_types: dict[str, str] = field(default_factory=dict)
+    seeds: tuple[str, ...] = ()
 
     @property
     def self_dependent(self) -> bool:
@@ -103,10 +109,10 @@ def load_model(path: Path, known_tables: set[str]) -> ModelSpec:
         raise ModelError(f"{path}: reads unknown tables {sorted(unknown)}; known: {sorted(known_tables)}")
     partitioned = str(header.get("partitioned", "daily")) == "daily"
     windows = header.get("window") or {}
-    stray = set(windows) - tables
+    stray = set(windows) - (tables - set(SEED_TABLES))
     if stray:
         raise ModelError(f"{path}: window names tables the SQL does not read: {sorted(stray)}")
-    upstreams = {t: _window(name, t, windows.get(t, [0, 0])) for t in sorted(tables)}
+    upstreams = {t: _window(name, t, windows.get(t, [0, 0])) for t in sorted(tables) if t not in SEED_TABLES}
     for required in ("description", "grain"):
         if not header.get(required):
             raise ModelError(f"{path}: header needs '{required}'")
@@ -131,6 +137,7 @@ def load_model(path: Path, known_tables: set[str]) -> ModelSpec:
         upstreams=upstreams,
         columns=columns,
         column_types=column_types,
+        seeds=tuple(sorted(tables & set(SEED_TABLES))),
     )
 
 
@@ -138,7 +145,7 @@ def load_models(directory: Path) -> list[ModelSpec]:
     """Every model in the folder, in an order where upstreams come first."""
     paths = sorted(directory.glob("*.sql"))
     names = {p.stem for p in paths}
-    known = set(SOURCE_TABLES) | names
+    known = set(SOURCE_TABLES) | set(SEED_TABLES) | names
     specs = {spec.name: spec for spec in (load_model(p, known) for p in paths)}
     ordered: list[ModelSpec] = []
     visiting: set[str] = set()
@@ -194,7 +201,9 @@ def column_lineage(
     return result
 
 
-def _view_sql(warehouse: Warehouse, table: str, window: Window, day: str | None, spec: ModelSpec) -> str:
+def _view_sql(
+    warehouse: Warehouse, table: str, window: Window, day: str | None, spec: ModelSpec
+) -> tuple[str, list[str]]:
     """A view over exactly the partitions the window names (an empty typed view if none exist)."""
     published = warehouse.published_days(table)
     if window.latest:
@@ -207,11 +216,11 @@ def _view_sql(warehouse: Warehouse, table: str, window: Window, day: str | None,
     files = [str(warehouse.partition_file(table, d)) for d in chosen]
     if files:
         listed = ", ".join(f"'{f}'" for f in files)
-        return f"SELECT * FROM read_parquet([{listed}], union_by_name = true, hive_partitioning = false)"
+        return f"SELECT * FROM read_parquet([{listed}], union_by_name = true, hive_partitioning = false)", chosen
     schema_file = _any_partition(warehouse, table)
     if schema_file is None:
         raise ModelError(f"{spec.name}: upstream {table} has no published partition yet")
-    return f"SELECT * FROM read_parquet('{schema_file}', hive_partitioning = false) WHERE false"
+    return f"SELECT * FROM read_parquet('{schema_file}', hive_partitioning = false) WHERE false", []
 
 
 def _any_partition(warehouse: Warehouse, table: str) -> Path | None:
@@ -230,6 +239,8 @@ def build_model(settings: PipelineSettings, spec: ModelSpec, day: str | None) ->
     inputs: dict[str, list[str]] = {}
     con = settings.connect()
     try:
+        for seed in spec.seeds:
+            con.register(seed, SEED_TABLES[seed]())
         for table, window in spec.upstreams.items():
             if table == spec.name and day and not [d for d in warehouse.published_days(table) if d < day]:
                 # the first partition of a self-dependent model starts from an empty state
@@ -245,8 +256,7 @@ def build_model(settings: PipelineSettings, spec: ModelSpec, day: str | None) ->
                         f"{spec.name} {day}: reads its own partitions {sorted(previous)}, which are not "
                         "built yet; build the earlier partitions first"
                     )
-            view = _view_sql(warehouse, table, window, day, spec)
-            inputs[table] = _partitions_in(view)
+            view, inputs[table] = _view_sql(warehouse, table, window, day, spec)
             con.execute(f'CREATE TEMP VIEW "{table}" AS {view}')
             # which of the window's days are published: "has this period elapsed?"
             listed = ", ".join(f"DATE '{d}'" for d in inputs[table])
@@ -273,10 +283,6 @@ def build_model(settings: PipelineSettings, spec: ModelSpec, day: str | None) ->
         spec.name, day, rows, published, inputs, time.perf_counter() - started,
         lineage=column_lineage(spec, outputs, schema),
     )  # fmt: skip
-
-
-def _partitions_in(view_sql: str) -> list[str]:
-    return re.findall(r"date=(\d{4}-\d{2}-\d{2})", view_sql)
 
 
 def affected_partitions(

@@ -74,3 +74,60 @@ def render(summary: dict[str, Any]) -> str:
         f"Quarantined files: {t['quarantined_files']}; quarantined by reason: {t['quarantined_by_reason']}"
     )
     return "\n".join(out)
+
+
+def _scalar(con: Any, sql: str) -> Any:
+    row = con.execute(sql).fetchone()
+    return row[0] if row else None
+
+
+def headlines(warehouse: Warehouse) -> list[str]:
+    """A few numbers from the models, each with the table it can be checked against."""
+    import duckdb
+
+    lines: list[str] = []
+    con = duckdb.connect()
+    try:
+
+        def table(name: str) -> str | None:
+            if not warehouse.published_days(name):
+                return None
+            return f"read_parquet('{warehouse.table_glob(name)}', hive_partitioning = false)"
+
+        if dau := table("daily_active_users"):
+            row = con.execute(
+                f"SELECT activity_date, dau, wau, mau FROM {dau} WHERE dau > 0 ORDER BY activity_date DESC LIMIT 1"
+            ).fetchone()
+            if row:
+                lines.append(f"DAU on {row[0]}: {row[1]} (WAU {row[2]}, MAU {row[3]})   [daily_active_users]")
+        if sessions := table("sessions"):
+            row = con.execute(
+                f"SELECT count(*), avg(duration_s), avg(is_bounce::INT) FROM {sessions}"
+            ).fetchone()
+            if row and row[0]:
+                lines.append(
+                    f"Sessions: {row[0]} (mean {row[1]:.0f} s, bounce rate {row[2]:.1%})   [sessions]"
+                )
+        if funnels := table("funnels"):
+            for name, entered, converted in con.execute(
+                f"""SELECT funnel, sum(persons) FILTER (WHERE step_index = 1),
+                           sum(persons) FILTER (WHERE step_index = (SELECT max(step_index) FROM {funnels} f
+                                                                     WHERE f.funnel = g.funnel))
+                    FROM {funnels} g GROUP BY funnel ORDER BY funnel"""
+            ).fetchall():
+                if entered:
+                    lines.append(
+                        f"Funnel {name}: {converted}/{entered} converted ({converted / entered:.1%})   [funnels]"
+                    )
+        if retention := table("retention"):
+            row = con.execute(
+                f"SELECT sum(persons_on), sum(cohort_size) FROM {retention} WHERE period = 1"
+            ).fetchone()
+            if row and row[1]:
+                lines.append(
+                    f"Day-1 retention: {row[0]}/{row[1]} ({row[0] / row[1]:.1%}) over cohorts with day 1 elapsed"
+                    "   [retention]"
+                )
+    finally:
+        con.close()
+    return lines
