@@ -11,6 +11,16 @@ from pathlib import Path
 from analytics_pipeline.settings import PipelineSettings
 from analytics_pipeline.storage import Warehouse
 
+# The instance settings the demo writes into a new DAGSTER_HOME: model runs launched by
+# models_sensor touch running snapshots, so they queue one at a time, in order.
+DAGSTER_YAML = """telemetry:
+  enabled: false
+run_queue:
+  tag_concurrency_limits:
+    - key: "analytics/models_queue"
+      limit: 1
+"""
+
 LATEST_ARRIVAL_DAYS = 8  # the generator's late arrivals land up to 7 days after the event
 
 
@@ -63,7 +73,7 @@ def landing_days(settings: PipelineSettings) -> list[str]:
 
 def run_days(settings: PipelineSettings, days: list[str], echo: bool = True) -> bool:
     """What the nightly schedule and the late-window sensor do, for each arrival day in order."""
-    from dagster import DagsterInstance
+    from dagster import DagsterInstance, materialize
 
     from analytics_pipeline.definitions import defs
     from analytics_pipeline.defs.jobs import late_window_days_for, model_rebuilds
@@ -100,14 +110,16 @@ def run_days(settings: PipelineSettings, days: list[str], echo: bool = True) -> 
             tail = f"; late events rebuilt {', '.join(rebuilt)}" if rebuilt else ""
             print(f"nightly_job {day}: ok{tail}", flush=True)
     # what models_sensor does after each run, once for all the changed dates
-    for job_name, partition in model_rebuilds(changed_event_days, warehouse):
-        job = defs.resolve_job_def(job_name)
-        model_result = job.execute_in_process(
-            partition_key=partition, instance=instance, resources=resources, raise_on_error=False, run_config=quiet
-        )
+    all_assets = list(defs.assets or [])
+    for job_name, partition, names in model_rebuilds(changed_event_days, warehouse):
+        model_result = materialize(
+            all_assets, selection=names, partition_key=partition, instance=instance, resources=resources,
+            raise_on_error=False, run_config=quiet, tags={"analytics/plan": job_name},
+        )  # fmt: skip
         ok &= model_result.success
         if echo:
-            print(f"{job_name} {partition or ''}: {'ok' if model_result.success else 'FAILED'}", flush=True)
+            status = "ok" if model_result.success else "FAILED"
+            print(f"{job_name} {partition or ''} {', '.join(names)}: {status}", flush=True)
     return ok
 
 
@@ -147,7 +159,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     home = Path(os.environ["DAGSTER_HOME"])
     home.mkdir(parents=True, exist_ok=True)
     if not (home / "dagster.yaml").exists():
-        (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+        (home / "dagster.yaml").write_text(DAGSTER_YAML)
     settings = _settings(args)
     if not landing_days(settings):
         args.start_date, args.plain = None, False

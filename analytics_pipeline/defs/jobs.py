@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from datetime import date, timedelta
 
 from dagster import (
+    AssetKey,
     AssetSelection,
     DagsterRunStatus,
     RunRequest,
@@ -104,14 +105,21 @@ def late_window_sensor(context: RunStatusSensorContext, settings: PipelineSettin
         yield RunRequest(run_key=f"late-window:{arrival_day}:{event_day}", partition_key=event_day)
 
 
-def model_rebuilds(changed_event_days: set[str], warehouse: Warehouse) -> list[tuple[str, str | None]]:
-    """(job, partition) runs that bring every model up to date after events changed."""
+def model_rebuilds(changed_event_days: set[str], warehouse: Warehouse) -> list[tuple[str, str | None, list[str]]]:
+    """(job, partition, models) runs that bring every model up to date after events changed.
+
+    Runs follow the dependency order of model partitions (windows reach backwards and
+    forwards), grouping consecutive partitions of the same date into one run.
+    """
     data_days = warehouse.published_days(EVENTS_TABLE)
     plan = affected_partitions(model_specs, {EVENTS_TABLE: changed_event_days}, data_days)
-    days = sorted({day for _, day in plan if day})
-    runs: list[tuple[str, str | None]] = [("models_job", day) for day in days]
-    if any(day is None for _, day in plan):
-        runs.append(("dimensions_job", None))
+    runs: list[tuple[str, str | None, list[str]]] = []
+    for spec, day in plan:
+        job = "models_job" if day else "dimensions_job"
+        if runs and runs[-1][0] == job and runs[-1][1] == day:
+            runs[-1][2].append(spec.name)
+        else:
+            runs.append((job, day, [spec.name]))
     return runs
 
 
@@ -126,5 +134,11 @@ def models_sensor(context: RunStatusSensorContext, settings: PipelineSettings) -
     if not event_day:
         return
     run_id = context.dagster_run.run_id
-    for job_name, day in model_rebuilds({event_day}, Warehouse(settings.warehouse_path)):
-        yield RunRequest(run_key=f"models:{run_id}:{job_name}:{day}", job_name=job_name, partition_key=day)
+    runs = model_rebuilds({event_day}, Warehouse(settings.warehouse_path))
+    for position, (job_name, day, names) in enumerate(runs):
+        yield RunRequest(
+            run_key=f"models:{run_id}:{position}",
+            job_name=job_name,
+            partition_key=day,
+            asset_selection=[AssetKey(name) for name in names],
+        )
