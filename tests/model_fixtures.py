@@ -11,7 +11,7 @@ from typing import Any
 
 import duckdb
 
-from analytics_pipeline.models import ModelResult, ModelSpec, build_model, load_models
+from analytics_pipeline.models import ModelResult, ModelSpec, affected_partitions, build_model, load_models
 from analytics_pipeline.settings import PROJECT_ROOT, PipelineSettings
 from analytics_pipeline.storage import Warehouse
 
@@ -91,17 +91,12 @@ def specs(models_dir: Path = MODELS_DIR) -> dict[str, ModelSpec]:
 
 
 def build_all(settings: PipelineSettings, days: Iterable[str], models_dir: Path = MODELS_DIR) -> dict[str, Any]:
-    """Build every model for every day, oldest day first, upstream models first."""
+    """Build every model for every day in dependency order (the pipeline's own rebuild plan)."""
     results: dict[str, Any] = {}
-    ordered = load_models(models_dir)
     day_list = sorted(days)
-    for day in day_list:
-        for spec in ordered:
-            if spec.partitioned:
-                results[f"{spec.name}:{day}"] = build_model(settings, spec, day)
-    for spec in ordered:
-        if not spec.partitioned:
-            results[spec.name] = build_model(settings, spec, None)
+    plan = affected_partitions(load_models(models_dir), {"events": set(day_list)}, day_list)
+    for spec, day in plan:
+        results[f"{spec.name}:{day}" if day else spec.name] = build_model(settings, spec, day)
     return results
 
 
