@@ -73,7 +73,7 @@ def landing_days(settings: PipelineSettings) -> list[str]:
 
 def run_days(settings: PipelineSettings, days: list[str], echo: bool = True) -> bool:
     """What the nightly schedule and the late-window sensor do, for each arrival day in order."""
-    from dagster import DagsterInstance, materialize
+    from dagster import AssetsDefinition, DagsterInstance, materialize
 
     from analytics_pipeline.definitions import defs
     from analytics_pipeline.defs.jobs import late_window_days_for, model_rebuilds
@@ -110,7 +110,7 @@ def run_days(settings: PipelineSettings, days: list[str], echo: bool = True) -> 
             tail = f"; late events rebuilt {', '.join(rebuilt)}" if rebuilt else ""
             print(f"nightly_job {day}: ok{tail}", flush=True)
     # what models_sensor does after each run, once for all the changed dates
-    all_assets = list(defs.assets or [])
+    all_assets = [a for a in defs.assets or [] if isinstance(a, AssetsDefinition)]
     for job_name, partition, names in model_rebuilds(changed_event_days, warehouse):
         model_result = materialize(
             all_assets, selection=names, partition_key=partition, instance=instance, resources=resources,

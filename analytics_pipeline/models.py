@@ -14,10 +14,11 @@ from __future__ import annotations
 import re
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pyarrow as pa
 import sqlglot
@@ -79,7 +80,9 @@ def _window(model: str, upstream: str, raw: Any) -> Window:
         return Window(latest=True)
     if isinstance(raw, list) and len(raw) == 2 and all(isinstance(v, int) for v in raw) and raw[0] <= raw[1]:
         return Window(raw[0], raw[1])
-    raise ModelError(f"{model}: window for {upstream} must be [start, end] day offsets or 'latest', got {raw!r}")
+    raise ModelError(
+        f"{model}: window for {upstream} must be [start, end] day offsets or 'latest', got {raw!r}"
+    )
 
 
 def referenced_tables(sql: str) -> set[str]:
@@ -125,10 +128,16 @@ def load_model(path: Path, known_tables: set[str]) -> ModelSpec:
                 column_types[str(column)] = str(about["type"])
         else:
             columns[str(column)] = str(about)
-    if name in upstreams and (upstreams[name].start, upstreams[name].end, upstreams[name].latest) != (-1, -1, False):
+    if name in upstreams and (upstreams[name].start, upstreams[name].end, upstreams[name].latest) != (
+        -1,
+        -1,
+        False,
+    ):
         raise ModelError(f"{path}: a model reads its own previous partition only: window {name}: [-1, -1]")
     if name in tables and set(column_types) != set(columns):
-        raise ModelError(f"{path}: a model that reads its own previous partition declares every column's type")
+        raise ModelError(
+            f"{path}: a model that reads its own previous partition declares every column's type"
+        )
     return ModelSpec(
         name=name,
         path=path,
@@ -187,7 +196,9 @@ def column_lineage(
     spec: ModelSpec, output_columns: list[str], schema: dict[str, dict[str, str]]
 ) -> dict[str, list[tuple[str, str]]]:
     """Lineage per model, SQL and input schema (cached: tracing costs ~0.3 s a build)."""
-    key = repr((spec.name, spec.sql, output_columns, sorted((t, sorted(c.items())) for t, c in schema.items())))
+    key = repr(
+        (spec.name, spec.sql, output_columns, sorted((t, sorted(c.items())) for t, c in schema.items()))
+    )
     if key not in _LINEAGE_CACHE:
         _LINEAGE_CACHE[key] = _trace_lineage(spec, output_columns, schema)
     return _LINEAGE_CACHE[key]
@@ -231,7 +242,10 @@ def _view_sql(
     files = [str(warehouse.partition_file(table, d)) for d in chosen]
     if files:
         listed = ", ".join(f"'{f}'" for f in files)
-        return f"SELECT * FROM read_parquet([{listed}], union_by_name = true, hive_partitioning = false)", chosen
+        return (
+            f"SELECT * FROM read_parquet([{listed}], union_by_name = true, hive_partitioning = false)",
+            chosen,
+        )
     schema_file = _any_partition(warehouse, table)
     if schema_file is None:
         raise ModelError(f"{spec.name}: upstream {table} has no published partition yet")
@@ -282,7 +296,9 @@ def build_model(settings: PipelineSettings, spec: ModelSpec, day: str | None) ->
         conversions = ", ".join("'" + e.replace("'", "''") + "'" for e in DEFAULT_CONVERSION_EVENTS)
         con.execute(f"SET VARIABLE conversion_events = [{conversions}]")
         con.execute(f"COPY ({spec.sql}) TO '{staged}' (FORMAT parquet, COMPRESSION zstd)")
-        row = con.execute(f"SELECT count(*) FROM read_parquet('{staged}', hive_partitioning = false)").fetchone()
+        row = con.execute(
+            f"SELECT count(*) FROM read_parquet('{staged}', hive_partitioning = false)"
+        ).fetchone()
         rows = int(row[0]) if row else 0
         schema = {
             table: {str(r[0]): str(r[1]) for r in con.execute(f'DESCRIBE SELECT * FROM "{table}"').fetchall()}
@@ -361,9 +377,7 @@ def _topological(
             for other_name, other_day in nodes:
                 if other_name != upstream or (other_name, other_day) == (name, day):
                     continue
-                if day is None or other_day is None or window.latest:
-                    needs.add((other_name, other_day))
-                elif other_day in window.days(day):
+                if day is None or other_day is None or window.latest or other_day in window.days(day):
                     needs.add((other_name, other_day))
         waiting_on[(name, day)] = needs
     ready = [key for key, needs in waiting_on.items() if not needs]

@@ -51,7 +51,9 @@ COPY (
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--events-per-day", type=int, default=1_000_000)
     parser.add_argument("--memory-limit", default="2GB")
     parser.add_argument("--threads", type=int, default=2)
@@ -67,7 +69,7 @@ def main() -> None:
     reach = max([abs(w.start) for s in specs for w in s.upstreams.values() if not w.latest] + [1])
     ahead = max([w.end for s in specs for w in s.upstreams.values() if not w.latest] + [1])
     days = [(target + timedelta(days=k)).isoformat() for k in range(-reach, ahead + 1)]
-    neighbour_n = max(args.events_per_day // 20, 1000)  # neighbours are light, the target day is full
+    neighbour_n = max(args.events_per_day // 100, 1000)  # neighbours are light, the target day is full
     started = time.perf_counter()
     con = duckdb.connect(config={"memory_limit": args.memory_limit, "threads": args.threads})
     con.execute("SET TimeZone = 'UTC'")

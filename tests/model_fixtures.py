@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +16,7 @@ from analytics_pipeline.settings import PROJECT_ROOT, PipelineSettings
 from analytics_pipeline.storage import Warehouse
 
 MODELS_DIR = PROJECT_ROOT / "assets" / "models"
-UTC = timezone.utc
+UTC = UTC
 
 EVENTS_DDL = """
 CREATE TABLE events (
@@ -53,7 +53,9 @@ def event(
     }
 
 
-def write_events(settings: PipelineSettings, rows: Iterable[Mapping[str, Any]], days: Iterable[str] = ()) -> list[str]:
+def write_events(
+    settings: PipelineSettings, rows: Iterable[Mapping[str, Any]], days: Iterable[str] = ()
+) -> list[str]:
     """Publish `events` partitions holding ``rows`` (grouped by UTC date) plus empty ``days``.
 
     Returns the sorted list of days written. Rewriting a day replaces it, as a rebuild would.
@@ -80,7 +82,9 @@ def write_events(settings: PipelineSettings, rows: Iterable[Mapping[str, Any]], 
                 ],
             )  # fmt: skip
         staged = warehouse.staging_file("events", day, "test")
-        con.execute(f"COPY (SELECT * FROM events ORDER BY timestamp, message_id) TO '{staged}' (FORMAT parquet)")
+        con.execute(
+            f"COPY (SELECT * FROM events ORDER BY timestamp, message_id) TO '{staged}' (FORMAT parquet)"
+        )
         con.close()
         warehouse.publish(staged, "events", day, settings.versions_kept)
     return sorted(by_day)
@@ -90,7 +94,9 @@ def specs(models_dir: Path = MODELS_DIR) -> dict[str, ModelSpec]:
     return {spec.name: spec for spec in load_models(models_dir)}
 
 
-def build_all(settings: PipelineSettings, days: Iterable[str], models_dir: Path = MODELS_DIR) -> dict[str, Any]:
+def build_all(
+    settings: PipelineSettings, days: Iterable[str], models_dir: Path = MODELS_DIR
+) -> dict[str, Any]:
     """Build every model for every day in dependency order (the pipeline's own rebuild plan)."""
     results: dict[str, Any] = {}
     day_list = sorted(days)
@@ -100,15 +106,17 @@ def build_all(settings: PipelineSettings, days: Iterable[str], models_dir: Path 
     return results
 
 
-def read_table(settings: PipelineSettings, table: str, day: str | None = None, order_by: str = "ALL") -> list[dict[str, Any]]:
+def read_table(
+    settings: PipelineSettings, table: str, day: str | None = None, order_by: str = "ALL"
+) -> list[dict[str, Any]]:
     """Rows of a published table (one partition, or all), as dicts."""
     warehouse = Warehouse(settings.warehouse_path)
-    source = (
-        f"'{warehouse.partition_file(table, day)}'" if day else f"'{warehouse.table_glob(table)}'"
-    )
+    source = f"'{warehouse.partition_file(table, day)}'" if day else f"'{warehouse.table_glob(table)}'"
     con = duckdb.connect()
     con.execute("SET TimeZone = 'UTC'")
-    cursor = con.execute(f"SELECT * FROM read_parquet({source}, hive_partitioning = false) ORDER BY {order_by}")
+    cursor = con.execute(
+        f"SELECT * FROM read_parquet({source}, hive_partitioning = false) ORDER BY {order_by}"
+    )
     names = [d[0] for d in cursor.description]
     rows = [dict(zip(names, r, strict=True)) for r in cursor.fetchall()]
     con.close()

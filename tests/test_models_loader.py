@@ -80,7 +80,9 @@ def test_new_model_builds_through_dagster_with_lineage(tmp_path: Path) -> None:
     ]
     assert mat.metadata["dagster/row_count"].value == 1
     lineage = mat.metadata["dagster/column_lineage"].value.deps_by_column
-    assert [(d.asset_key, d.column_name) for d in lineage["path"]] == [(AssetKey("person_events"), "page_path")]
+    assert [(d.asset_key, d.column_name) for d in lineage["path"]] == [
+        (AssetKey("person_events"), "page_path")
+    ]
 
 
 @pytest.mark.parametrize(
@@ -88,11 +90,20 @@ def test_new_model_builds_through_dagster_with_lineage(tmp_path: Path) -> None:
     [
         ("SELECT 1 FROM events", "starts with a /* YAML header */"),
         ("/*\ndescription: x\ngrain: y\n*/\nSELECT * FROM nowhere", "unknown tables ['nowhere']"),
-        ("/*\ndescription: x\ngrain: y\nwindow:\n  events: [2, 1]\n*/\nSELECT * FROM events", "window for events"),
-        ("/*\ndescription: x\ngrain: y\nwindow:\n  sessions: [0, 0]\n*/\nSELECT * FROM events", "does not read"),
+        (
+            "/*\ndescription: x\ngrain: y\nwindow:\n  events: [2, 1]\n*/\nSELECT * FROM events",
+            "window for events",
+        ),
+        (
+            "/*\ndescription: x\ngrain: y\nwindow:\n  sessions: [0, 0]\n*/\nSELECT * FROM events",
+            "does not read",
+        ),
         ("/*\ngrain: y\n*/\nSELECT * FROM events", "needs 'description'"),
-        ("/*\ndescription: x\ngrain: y\nwindow:\n  broken: [-1, -1]\ncolumns:\n  a: no type\n*/\n"
-         "SELECT * FROM broken, events", "declares every column's type"),
+        (
+            "/*\ndescription: x\ngrain: y\nwindow:\n  broken: [-1, -1]\ncolumns:\n  a: no type\n*/\n"
+            "SELECT * FROM broken, events",
+            "declares every column's type",
+        ),
     ],
 )
 def test_bad_model_files_give_errors_naming_the_file(tmp_path: Path, text: str, message: str) -> None:

@@ -105,7 +105,9 @@ def late_window_sensor(context: RunStatusSensorContext, settings: PipelineSettin
         yield RunRequest(run_key=f"late-window:{arrival_day}:{event_day}", partition_key=event_day)
 
 
-def model_rebuilds(changed_event_days: set[str], warehouse: Warehouse) -> list[tuple[str, str | None, list[str]]]:
+def model_rebuilds(
+    changed_event_days: set[str], warehouse: Warehouse
+) -> list[tuple[str, str | None, list[str]]]:
     """(job, partition, models) runs that bring every model up to date after events changed.
 
     Runs follow the dependency order of model partitions (windows reach backwards and

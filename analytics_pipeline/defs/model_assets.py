@@ -6,8 +6,8 @@ so the asset graph in the UI is the SQL's own lineage.
 
 from dagster import (
     AssetDep,
-    AssetKey,
     AssetExecutionContext,
+    AssetKey,
     AssetsDefinition,
     LastPartitionMapping,
     MaterializeResult,
@@ -37,7 +37,9 @@ def _mapping(window: Window) -> PartitionMapping | None:
 
 
 def model_asset(spec: ModelSpec) -> AssetsDefinition:
-    deps = [AssetDep(upstream, partition_mapping=_mapping(window)) for upstream, window in spec.upstreams.items()]
+    deps = [
+        AssetDep(upstream, partition_mapping=_mapping(window)) for upstream, window in spec.upstreams.items()
+    ]
 
     @asset(
         name=spec.name,

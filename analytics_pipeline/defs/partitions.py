@@ -17,6 +17,7 @@ LATE_WINDOW_DAYS = late_window_days_from_env()
 
 # events[D] reads raw_events[D .. D+L]: late arrivals land in their own event date.
 
+
 def window_mapping(start_offset: int, end_offset: int) -> TimeWindowPartitionMapping:
     """Partitions D+start .. D+end of an upstream; days before the first or after today may not exist."""
     with warnings.catch_warnings():

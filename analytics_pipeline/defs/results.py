@@ -24,7 +24,9 @@ def column_schema(path: Path, descriptions: Mapping[str, str]) -> TableSchema:
     """The published file's real column types, with descriptions from the code."""
     con = duckdb.connect()
     try:
-        rows = con.execute(f"DESCRIBE SELECT * FROM read_parquet('{path}', hive_partitioning = false)").fetchall()
+        rows = con.execute(
+            f"DESCRIBE SELECT * FROM read_parquet('{path}', hive_partitioning = false)"
+        ).fetchall()
     finally:
         con.close()
     return TableSchema(
