@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import shutil
 from collections import defaultdict
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +17,7 @@ from analytics_pipeline import models
 from analytics_pipeline.settings import PipelineSettings
 from tests.model_fixtures import MODELS_DIR, build_all, event, read_table, write_events
 
-START = datetime(2025, 1, 10, tzinfo=timezone.utc)
+START = datetime(2025, 1, 10, tzinfo=UTC)
 DAYS = [(START + timedelta(days=i)).date().isoformat() for i in range(3)]
 
 
