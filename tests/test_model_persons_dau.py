@@ -38,7 +38,16 @@ from analytics_pipeline.storage import Warehouse
 from tests.model_fixtures import MODELS_DIR, build_all, day_range, event, read_table, write_events
 
 UTC = UTC
-NEEDED_MODELS = ("identities", "person_events", "persons", "users", "daily_active_users")
+NEEDED_MODELS = (
+    "identities", "person_events", "persons", "users", "daily_active_users", "sessions", "person_sessions",
+)  # fmt: skip
+SESSION_COLUMNS = ("first_session_id", "last_session_id", "sessions")
+
+
+def without_sessions(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{k: v for k, v in r.items() if k not in SESSION_COLUMNS} for r in rows]
+
+
 PERSON_COLUMNS = [
     "person_id", "first_seen", "last_seen", "first_seen_date", "last_seen_date",
     "days_active", "is_identified", "latest_traits", "as_of_date",
@@ -167,7 +176,7 @@ def check_against_oracle(
         assert list(dau[0]) == DAU_COLUMNS
         assert isinstance(dau[0]["stickiness"], float)
         assert dau[0] == pytest.approx(oracle_dau(rows, d)), f"daily_active_users {day}"
-    users = normalized(read_table(settings, "users", "all", order_by="person_id"))
+    users = normalized(without_sessions(read_table(settings, "users", "all", order_by="person_id")))
     assert users == oracle_persons(rows, date.fromisoformat(max(days)))
 
 
@@ -279,9 +288,18 @@ def test_scenario_persons_snapshot(scenario: PipelineSettings) -> None:
 
 def test_users_is_the_latest_persons_snapshot(scenario: PipelineSettings) -> None:
     users = read_table(scenario, "users", "all", order_by="person_id")
-    assert users == read_table(scenario, "persons", d(40), order_by="person_id")
+    assert without_sessions(users) == read_table(scenario, "persons", d(40), order_by="person_id")
+    # first/last session: the earliest and latest of the person's sessions over all days
+    sessions = read_table(scenario, "sessions", order_by="started_at, session_id")
+    for user in users:
+        own = [s["session_id"] for s in sessions if s["person_id"] == user["person_id"]]
+        assert (user["first_session_id"], user["last_session_id"], user["sessions"]) == (
+            own[0] if own else None,
+            own[-1] if own else None,
+            len(own),
+        ), user["person_id"]
     manifest = Warehouse(scenario.warehouse_path).read_manifest("users", "all")
-    assert manifest is not None and manifest["inputs"] == {"persons": [d(40)]}
+    assert manifest is not None and manifest["inputs"] == {"persons": [d(40)], "person_sessions": [d(40)]}
 
 
 def test_daily_active_users_reads_only_the_trailing_30_days(scenario: PipelineSettings) -> None:
