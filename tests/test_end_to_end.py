@@ -44,7 +44,20 @@ def test_demo_command_runs_the_pipeline_and_reconciles(tmp_path: Path) -> None:
     assert "dagster dev -w workspace.yaml" in out
     warehouse = Warehouse(tmp_path / "data" / "warehouse")
     assert len(warehouse.published_days("events")) >= 2
-    assert (tmp_path / "data" / "warehouse" / "analytics.duckdb").exists()
+    assert "From the models" in out and "Day-1 retention" in out and "DAU on" in out
+    # the analysts' catalog has a view for every table, models included
+    import duckdb
+
+    from analytics_pipeline.models import load_models
+    from analytics_pipeline.settings import PROJECT_ROOT
+
+    catalog = duckdb.connect(str(tmp_path / "data" / "warehouse" / "analytics.duckdb"), read_only=True)
+    views = {
+        r[0] for r in catalog.execute("SELECT view_name FROM duckdb_views() WHERE NOT internal").fetchall()
+    }
+    catalog.close()
+    models = {spec.name for spec in load_models(PROJECT_ROOT / "assets" / "models")}
+    assert models | {"events", "raw_events", "quarantined_events"} <= views
 
 
 @pytest.mark.slow
