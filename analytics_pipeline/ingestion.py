@@ -11,6 +11,7 @@ import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
@@ -19,7 +20,13 @@ import pyarrow.parquet as pq
 from analytics_pipeline import quality
 from analytics_pipeline.event_schemas import load_event_schemas
 from analytics_pipeline.landing import LandingRead, LinesWriter, read_landing_day
-from analytics_pipeline.parsing import ParseRules, parse_sql, quarantine_select, raw_events_select
+from analytics_pipeline.parsing import (
+    RAW_EVENTS_ORDER,
+    ParseRules,
+    parse_sql,
+    quarantine_select,
+    raw_events_select,
+)
 from analytics_pipeline.settings import PipelineSettings
 from analytics_pipeline.storage import PublishResult, Warehouse
 
@@ -95,19 +102,27 @@ def ingest_arrival_day(settings: PipelineSettings, day: str, publish: bool = Tru
 
     con = settings.connect()
     try:
+        # The lines are staged in raw_events order: keeping it spares sorting every row.
+        con.execute("SET preserve_insertion_order = true")
         con.execute(f"CREATE TEMP VIEW lines AS SELECT * FROM read_parquet('{lines_path}')")
         con.execute(f"CREATE TEMP TABLE parsed AS {parse_sql('lines', rules)}")
         con.register("file_problems_arrow", _problems_table(landing))
         con.execute("CREATE TEMP TABLE file_problems AS SELECT * FROM file_problems_arrow")
-        con.execute(
-            f"COPY ({raw_events_select('parsed', day)}) TO '{raw_staged}' (FORMAT parquet, COMPRESSION zstd)"
-        )
+        raw_select = raw_events_select("parsed", day)
+        con.execute(f"COPY ({raw_select}) TO '{raw_staged}' (FORMAT parquet, COMPRESSION zstd)")
+        if _out_of_order(con, raw_staged):  # not expected; sorting gives the same rows
+            con.execute(
+                f"COPY (SELECT * FROM ({raw_select}) ORDER BY {', '.join(RAW_EVENTS_ORDER)}) "
+                f"TO '{raw_staged}' (FORMAT parquet, COMPRESSION zstd)"
+            )
         con.execute(
             f"COPY ({quarantine_select('parsed', 'file_problems', day)}) "
             f"TO '{quarantine_staged}' (FORMAT parquet, COMPRESSION zstd)"
         )
         con.execute(f"CREATE TEMP VIEW staged_raw AS SELECT * FROM read_parquet('{raw_staged}')")
-        con.execute(f"CREATE TEMP VIEW staged_quarantine AS SELECT * FROM read_parquet('{quarantine_staged}')")
+        con.execute(
+            f"CREATE TEMP VIEW staged_quarantine AS SELECT * FROM read_parquet('{quarantine_staged}')"
+        )
         counts = _counts(con, landing)
         raw_checks = _raw_checks(con, counts)
         quarantine_checks = _quarantine_checks(con)
@@ -130,6 +145,21 @@ def ingest_arrival_day(settings: PipelineSettings, day: str, publish: bool = Tru
         warehouse.write_manifest(RAW_TABLE, day, counts)
     result.duration_s = time.perf_counter() - started
     return result
+
+
+def _out_of_order(con: Any, path: Path) -> int:
+    """Rows of a Parquet file that do not come after the row before them in ``RAW_EVENTS_ORDER``."""
+    path_column, line_column = RAW_EVENTS_ORDER
+    return _count(
+        con,
+        f"""SELECT count(*) FROM (
+            SELECT {path_column}, {line_column},
+                   lag({path_column}) OVER (ORDER BY file_row_number) AS previous_path,
+                   lag({line_column}) OVER (ORDER BY file_row_number) AS previous_line
+            FROM read_parquet('{path}', file_row_number = true))
+        WHERE previous_path > {path_column}
+           OR (previous_path = {path_column} AND previous_line >= {line_column})""",
+    )
 
 
 def _write_ledger(landing: LandingRead, day: str, path: str) -> None:
@@ -201,7 +231,10 @@ def _raw_checks(con: Any, counts: dict[str, Any]) -> list[quality.CheckOutcome]:
 def _quarantine_checks(con: Any) -> list[quality.CheckOutcome]:
     return [
         quality.not_null(
-            con, "staged_quarantine", ("reason", "message", "file_path"), "file_path",
+            con,
+            "staged_quarantine",
+            ("reason", "message", "file_path"),
+            "file_path",
             "quarantine_reason_recorded",
         )  # fmt: skip
     ]

@@ -3,11 +3,16 @@
 Reading is plain Python streaming in bounded batches (backpressure: memory does not
 grow with the file), because the hard cases, non-UTF-8 bytes, lines over 1 MiB and
 truncated gzip streams, must become counted quarantine rows instead of crashes.
-Parsing the JSON itself happens vectorized in DuckDB (see ``parsing.py``).
+Files are read in blocks of many lines, decoded and handed to Arrow at once; a line
+that is not plain (over-long, not UTF-8, last without a newline) is read on its own
+by the same rules as before. Parsing the JSON itself happens vectorized in DuckDB
+(see ``parsing.py``).
 """
 
 from __future__ import annotations
 
+import array
+import contextlib
 import gzip
 import hashlib
 import json
@@ -16,6 +21,7 @@ import zlib
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import date, datetime
+from itertools import accumulate
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +31,10 @@ import pyarrow.parquet as pq
 MAX_LINE_BYTES = 1 << 20  # 1 MiB: longer lines are quarantined as line_too_long
 KEPT_PREFIX_BYTES = 64 << 10  # how much of an over-long line the quarantine keeps
 BATCH_LINES = 50_000
+# Row groups of the staged lines file: DuckDB's order-preserving insert and copy work
+# batch by batch (a row group each), and small batches keep them from spilling.
+LINES_ROW_GROUP = 10_000
+READ_BLOCK_BYTES = 4 << 20  # a landing file is read this much at a time (many lines)
 JSON_SUFFIXES = (".jsonl", ".ndjson", ".json")
 PARQUET_SUFFIX = ".parquet"
 
@@ -139,12 +149,18 @@ def _sha256(path: Path) -> str:
 
 
 class LinesWriter:
-    """Streams lines into a Parquet file in bounded batches."""
+    """Streams lines into a Parquet file in bounded batches.
+
+    The file is a transient staging file read once by DuckDB, so it favours speed
+    (snappy) over size.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._writer = pq.ParquetWriter(path, LINES_SCHEMA, compression="zstd")
+        self._writer = pq.ParquetWriter(path, LINES_SCHEMA, compression="snappy")
         self._rows: dict[str, list[Any]] = {name: [] for name in LINES_SCHEMA.names}
+        self._batches: list[pa.RecordBatch] = []  # before the rows above, in line order
+        self._pending = 0
 
     def add(
         self, file_path: str, line_number: int, raw_text: str,
@@ -156,44 +172,139 @@ class LinesWriter:
         rows["raw_text"].append(raw_text)
         rows["pre_reason"].append(pre_reason)
         rows["pre_message"].append(pre_message)
-        if len(rows["line_number"]) >= BATCH_LINES:
+        self._pending += 1
+        if self._pending >= BATCH_LINES:
             self.flush()
 
-    def flush(self) -> None:
+    def add_plain(self, file_path: str, first_line_number: int, lines: list[bytes], blank: list[int]) -> None:
+        """Consecutive lines of one file (valid UTF-8, line endings removed), the ones at
+        the ``blank`` indexes blank: Arrow arrays straight from the bytes, no object per line."""
+        count = len(lines)
+        offsets = array.array("i", accumulate(map(len, lines), initial=0))
+        text = pa.StringArray.from_buffers(count, pa.py_buffer(offsets), pa.py_buffer(b"".join(lines)))
+        if blank:
+            reasons: list[str | None] = [None] * count
+            messages: list[str | None] = [None] * count
+            for i in blank:
+                reasons[i], messages[i] = "blank_line", "blank line"
+            pre_reason, pre_message = pa.array(reasons, pa.string()), pa.array(messages, pa.string())
+        else:
+            pre_reason = pre_message = pa.nulls(count, pa.string())
+        numbers = pa.array(range(first_line_number, first_line_number + count), pa.int64())
+        self._rows_to_batch()
+        self._batches.append(pa.record_batch(
+            [pa.array([file_path] * count, pa.string()), numbers, text, pre_reason, pre_message],
+            schema=LINES_SCHEMA,
+        ))  # fmt: skip
+        self._pending += count
+        if self._pending >= BATCH_LINES:
+            self.flush()
+
+    def _rows_to_batch(self) -> None:
         if self._rows["line_number"]:
-            self._writer.write_table(pa.table(self._rows, schema=LINES_SCHEMA))
+            self._batches.append(pa.RecordBatch.from_pydict(self._rows, schema=LINES_SCHEMA))
             self._rows = {name: [] for name in LINES_SCHEMA.names}
+
+    def flush(self) -> None:
+        self._rows_to_batch()
+        if self._batches:
+            table = pa.Table.from_batches(self._batches, schema=LINES_SCHEMA)
+            self._writer.write_table(table, row_group_size=LINES_ROW_GROUP)
+            self._batches, self._pending = [], 0
 
     def close(self) -> None:
         self.flush()
         self._writer.close()
 
 
+# A line that ``str.isspace`` finds blank starts with one of these bytes: an ASCII
+# whitespace character or the lead byte of any non-ASCII one.
+_MAYBE_SPACE = frozenset(bytes([b]) for b in range(256) if b >= 0x80 or chr(b).isspace())
+
+
+def _read_bounded_line(handle: Any) -> tuple[bytes, int] | None:
+    """The next (line without newline, full length), None at the end; an over-long line keeps a prefix."""
+    line = handle.readline(MAX_LINE_BYTES + 2)  # room for a full-size line and its \r\n
+    if not line:
+        return None
+    if len(line) == MAX_LINE_BYTES + 2 and not line.endswith(b"\n"):
+        prefix, length, tail = line[:KEPT_PREFIX_BYTES], len(line), line[-2:]
+        while True:  # drain the rest of the over-long line without holding it
+            more = handle.readline(MAX_LINE_BYTES)
+            length += len(more)
+            tail = (tail + more)[-2:]
+            if not more or more.endswith(b"\n"):
+                break
+        # the stated length is the line's, without its line ending
+        length -= 2 if tail == b"\r\n" else 1 if tail.endswith(b"\n") else 0
+        return prefix, length
+    stripped = line[:-1] if line.endswith(b"\n") else line
+    if stripped.endswith(b"\r"):
+        stripped = stripped[:-1]
+    if len(stripped) > MAX_LINE_BYTES:  # at most 2 bytes over: same rule, same prefix
+        return stripped[:KEPT_PREFIX_BYTES], len(stripped)
+    return stripped, len(stripped)
+
+
 def _read_bounded_lines(handle: Any) -> Iterator[tuple[bytes, int]]:
     """Yield (line without newline, full length); lines over the limit keep a prefix."""
-    while True:
-        line = handle.readline(MAX_LINE_BYTES + 2)  # room for a full-size line and its \r\n
-        if not line:
-            return
-        if len(line) == MAX_LINE_BYTES + 2 and not line.endswith(b"\n"):
-            prefix, length, tail = line[:KEPT_PREFIX_BYTES], len(line), line[-2:]
-            while True:  # drain the rest of the over-long line without holding it
-                more = handle.readline(MAX_LINE_BYTES)
-                length += len(more)
-                tail = (tail + more)[-2:]
-                if not more or more.endswith(b"\n"):
+    while (item := _read_bounded_line(handle)) is not None:
+        yield item
+
+
+class _BlockReader:
+    """A buffered binary handle read in blocks, with unconsumed bytes put back in front.
+
+    A block is whole fills of the handle's buffer, the same fills ``readline`` makes,
+    and an error of the stream (a damaged gzip) is raised only after every byte that
+    came before it was handed out: the lines before the damage are exactly the ones
+    reading line by line would keep.
+    """
+
+    def __init__(self, handle: Any) -> None:
+        self._handle = handle
+        self._head = b""
+        self._error: Exception | None = None
+
+    def unread(self, data: bytes) -> None:
+        self._head = data + self._head
+
+    def read_block(self, size: int) -> bytes:
+        """At least ``size`` bytes unless the stream ends or fails; b"" at the end."""
+        head, self._head = self._head, b""
+        if b"\n" in head:  # hand out the complete lines before reading further
+            return head
+        self._raise_error()
+        parts, total = [head], len(head)
+        try:
+            while total < size:
+                chunk = self._handle.peek(1)  # the buffered bytes, after one fill if it was empty
+                if not chunk:
                     break
-            # the stated length is the line's, without its line ending
-            length -= 2 if tail == b"\r\n" else 1 if tail.endswith(b"\n") else 0
-            yield prefix, length
-            continue
-        stripped = line[:-1] if line.endswith(b"\n") else line
-        if stripped.endswith(b"\r"):
-            stripped = stripped[:-1]
-        if len(stripped) > MAX_LINE_BYTES:  # at most 2 bytes over: same rule, same prefix
-            yield stripped[:KEPT_PREFIX_BYTES], len(stripped)
-            continue
-        yield stripped, len(stripped)
+                self._handle.read(len(chunk))
+                parts.append(chunk)
+                total += len(chunk)
+        except Exception as exc:  # raised on the next read, once these bytes are used
+            self._error = exc
+        block = b"".join(parts)
+        if not block:
+            self._raise_error()
+        return block
+
+    def readline(self, limit: int) -> bytes:
+        head = self._head
+        end = head.find(b"\n", 0, limit)
+        if end != -1 or len(head) >= limit:
+            cut = end + 1 if end != -1 else limit
+            self._head = head[cut:]
+            return head[:cut]
+        self._head = b""
+        self._raise_error()
+        return head + self._handle.readline(limit - len(head))
+
+    def _raise_error(self) -> None:
+        if self._error is not None:
+            raise self._error
 
 
 class _LineCount:
@@ -203,9 +314,77 @@ class _LineCount:
 
 
 def _add_lines(handle: Any, rel: str, writer: LinesWriter, progress: _LineCount) -> None:
-    for raw, length in _read_bounded_lines(handle):
-        progress.value += 1
-        _add_one(raw, length, rel, progress.value, writer)
+    """Read a file of lines in blocks; a line that is not plain takes ``_read_bounded_line``.
+
+    Plain: ends with a newline and is at most ``MAX_LINE_BYTES`` long, which is nearly
+    every line. An over-long line and a last line without a newline are read exactly
+    as before, line by line.
+    """
+    reader = _BlockReader(handle)
+    while block := reader.read_block(READ_BLOCK_BYTES):
+        end = block.rfind(b"\n") + 1  # the complete lines
+        used = end if _none_too_long(block, end) else _plain_prefix(block, end)
+        if used:
+            _add_plain(block[:used], rel, writer, progress)
+        reader.unread(block[used:])
+        if used < end or not end:  # the next line is over-long, or not complete in this block
+            item = _read_bounded_line(reader)
+            if item is not None:
+                progress.value += 1
+                _add_one(item[0], item[1], rel, progress.value, writer)
+
+
+def _none_too_long(block: bytes, end: int) -> bool:
+    """No line in ``block[:end]`` is over the limit (may say False when none is).
+
+    When every window of half the limit holds a newline, no two newlines are further
+    apart than the limit: a handful of ``find`` calls instead of one per line.
+    """
+    step = max(1, MAX_LINE_BYTES // 2)
+    return all(block.find(b"\n", i, i + step) != -1 for i in range(0, end, step))
+
+
+def _plain_prefix(block: bytes, end: int) -> int:
+    """The length of the leading lines of ``block[:end]`` that are within the limit."""
+    start = 0
+    while start < end:
+        newline = block.index(b"\n", start)
+        if newline - start > MAX_LINE_BYTES:
+            break
+        start = newline + 1
+    return start
+
+
+def _add_plain(data: bytes, rel: str, writer: LinesWriter, progress: _LineCount) -> None:
+    """Plain lines, each with its newline: the ``_add_one`` rules, many lines at once."""
+    while data:
+        if not data.isascii():
+            try:
+                data.decode("utf-8")  # Python's UTF-8 rules decide what is invalid
+            except UnicodeDecodeError as exc:  # the lines before the bad one, then it alone
+                bad_start = data.rfind(b"\n", 0, exc.start) + 1
+                bad_end = data.index(b"\n", exc.start)
+                if bad_start:
+                    _add_plain(data[:bad_start], rel, writer, progress)
+                raw = data[bad_start:bad_end]
+                raw = raw[:-1] if raw.endswith(b"\r") else raw
+                progress.value += 1
+                _add_one(raw, len(raw), rel, progress.value, writer)
+                data = data[bad_end + 1 :]
+                continue
+        lines = data.split(b"\n")
+        lines.pop()  # after the last newline
+        if b"\r" in data:
+            lines = [line[:-1] if line.endswith(b"\r") else line for line in lines]
+        # blank as in ``_add_one``: ``not text.strip()``, i.e. empty or all str.isspace
+        blank = [
+            i for i, line in enumerate(lines)
+            if not line or (line[:1] in _MAYBE_SPACE and line.decode("utf-8").isspace())
+        ]  # fmt: skip
+        first = progress.value + 1
+        progress.value += len(lines)
+        writer.add_plain(rel, first, lines, blank)
+        return
 
 
 def _json_default(value: Any) -> Any:
@@ -234,9 +413,7 @@ def _parquet_mismatch(schema: pa.Schema) -> str | None:
     return "; ".join(problems) or None
 
 
-def _add_parquet_rows(
-    path: Path, rel: str, writer: LinesWriter, progress: _LineCount
-) -> str | None:
+def _add_parquet_rows(path: Path, rel: str, writer: LinesWriter, progress: _LineCount) -> str | None:
     """Parquet rows become JSON lines so one parser and one set of rules serves both."""
     parquet = pq.ParquetFile(path)
     mismatch = _parquet_mismatch(parquet.schema_arrow)
@@ -248,10 +425,8 @@ def _add_parquet_rows(
             for key in json_columns & row.keys():
                 value = row[key]
                 if isinstance(value, str):  # a JSON-typed string column
-                    try:
+                    with contextlib.suppress(ValueError):
                         row[key] = json.loads(value)
-                    except ValueError:
-                        pass
                 elif isinstance(value, list) and all(isinstance(i, tuple) for i in value):
                     row[key] = dict(value)  # a Parquet MAP arrives as key/value pairs
             text = json.dumps(row, default=_json_default, separators=(",", ":"))
@@ -264,9 +439,15 @@ def _add_parquet_rows(
 
 
 def read_landing_day(landing_root: Path, day: str, writer: LinesWriter) -> LandingRead:
-    """Read one arrival day into ``writer`` and return the ledger of what was seen."""
+    """Read one arrival day into ``writer`` and return the ledger of what was seen.
+
+    The ledger lists files in the order they were found; their lines are written
+    ordered by (file path, line number), the order of the published rows, so the
+    parsed lines need no sort (``ingestion`` checks the order it gets).
+    """
     result = LandingRead()
     seen_hashes: dict[str, str] = {}
+    to_read: list[tuple[str, Path, LedgerEntry]] = []
     root = landing_root.resolve()
     for path in discover_files(landing_root, day):
         rel = os.path.relpath(path, landing_root)
@@ -302,6 +483,9 @@ def read_landing_day(landing_root: Path, day: str, writer: LinesWriter) -> Landi
             entry.status, entry.problem = "empty", "the file is empty"
             result.problems.append(FileProblem(rel, "empty_file", "the file is empty (0 bytes)"))
             continue
+        to_read.append((rel, real, entry))
+    for rel, real, entry in sorted(to_read, key=lambda item: item[0]):  # str order is byte order
+        fmt = entry.format
         progress = _LineCount()
         try:
             if fmt == "parquet":
@@ -309,7 +493,7 @@ def read_landing_day(landing_root: Path, day: str, writer: LinesWriter) -> Landi
             elif fmt == "jsonl.gz":
                 _add_gzip_lines(real, rel, writer, entry, result, progress)
             else:
-                with real.open("rb") as handle:
+                with real.open("rb", buffering=READ_BLOCK_BYTES) as handle:
                     _add_lines(handle, rel, writer, progress)
         except (OSError, pa.ArrowException, ValueError) as exc:
             entry.status = "unreadable"

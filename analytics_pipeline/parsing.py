@@ -72,36 +72,80 @@ class ParseRules:
     schemas: list[EventSchema]
 
 
-def _ts(path: str) -> str:
+# The top-level fields the rules read. Each JSON function below takes the list of
+# paths and parses a line once for all of them (called per path, DuckDB would parse
+# the whole line again for every call). Their elements become the columns
+# ``<field>_jtype`` (json_type: NULL when absent, 'NULL' for a JSON null),
+# ``<field>_text`` (json_extract_string) and ``<field>_json`` (json_extract).
+_TYPED_FIELDS = (
+    "messageId", "type", "event", "userId", "anonymousId", "timestamp", "originalTimestamp",
+    "sentAt", "receivedAt", "properties", "traits", "context",
+)  # fmt: skip
+_TEXT_FIELDS = (
+    "messageId", "type", "event", "userId", "anonymousId", "timestamp", "originalTimestamp",
+    "sentAt", "receivedAt",
+)  # fmt: skip
+_JSON_FIELDS = ("timestamp", "originalTimestamp", "sentAt", "receivedAt", "properties", "traits", "context")
+
+
+def _paths(fields: tuple[str, ...], with_root: bool = False) -> str:
+    return "[" + ", ".join((["'$'"] if with_root else []) + [f"'$.{f}'" for f in fields]) + "]"
+
+
+def _elements(list_column: str, fields: tuple[str, ...], suffix: str, first: int = 1) -> str:
+    return ", ".join(f"{list_column}[{i}] AS {f}_{suffix}" for i, f in enumerate(fields, start=first))
+
+
+def _ts(field: str) -> str:
     """A JSON field as TIMESTAMPTZ: ISO 8601 with any offset, or epoch milliseconds."""
-    return f"""CASE json_type(doc, '{path}')
-        WHEN 'VARCHAR' THEN TRY_CAST(json_extract_string(doc, '{path}') AS TIMESTAMPTZ)
-        WHEN 'BIGINT' THEN TRY(epoch_ms(CAST(json_extract(doc, '{path}') AS BIGINT))::TIMESTAMPTZ)
-        WHEN 'UBIGINT' THEN TRY(epoch_ms(CAST(json_extract(doc, '{path}') AS BIGINT))::TIMESTAMPTZ)
+    return f"""CASE {field}_jtype
+        WHEN 'VARCHAR' THEN TRY_CAST({field}_text AS TIMESTAMPTZ)
+        WHEN 'BIGINT' THEN TRY(epoch_ms(CAST({field}_json AS BIGINT))::TIMESTAMPTZ)
+        WHEN 'UBIGINT' THEN TRY(epoch_ms(CAST({field}_json AS BIGINT))::TIMESTAMPTZ)
     END"""
 
 
 def _present(field: str) -> str:
-    return f"coalesce(json_type(doc, '$.{field}'), 'NULL') <> 'NULL'"
+    return f"coalesce({field}_jtype, 'NULL') <> 'NULL'"
 
 
 # DuckDB's JSON reader also accepts trailing commas and NaN/Infinity, which are not
 # JSON (RFC 8259). Outside string literals, they are the only way those appear.
 _NON_JSON_TOKENS = r"'(,[ \t\r\n]*[]}])|NaN|Infinity'"
+_TRAILING_COMMA = r"',[ \t\r\n]*[]}]'"
 _JSON_STRING = r"""'"(?:[^"\\]|\\.)*"'"""
 
 
 def _lenient_only_json(column: str) -> str:
-    """True for text DuckDB parses but strict JSON does not (cheap pre-filter first)."""
+    """True for text DuckDB parses but strict JSON does not (cheap pre-filter first).
+
+    Blanking string literals only removes tokens, so text without any token is strict.
+    The pre-filter tests the three tokens separately: RE2 searches an alternation
+    byte by byte, but a literal or a pattern starting with one much faster.
+    """
     return (
-        f"(regexp_matches({column}, {_NON_JSON_TOKENS}) AND "
-        f"regexp_matches(regexp_replace({column}, {_JSON_STRING}, '\"\"', 'g'), {_NON_JSON_TOKENS}))"
+        f"CASE WHEN contains({column}, 'NaN') OR contains({column}, 'Infinity') "
+        f"OR regexp_matches({column}, {_TRAILING_COMMA}) "
+        f"THEN regexp_matches(regexp_replace({column}, {_JSON_STRING}, '\"\"', 'g'), {_NON_JSON_TOKENS}) "
+        "ELSE FALSE END"
     )
 
 
 def _ts_ok(expr: str) -> str:
     """Impossible instants (before 2000 or after 2099) are treated as unparseable."""
-    return f"({expr} >= TIMESTAMPTZ '2000-01-01 00:00:00+00' AND {expr} < TIMESTAMPTZ '2100-01-01 00:00:00+00')"
+    return (
+        f"({expr} >= TIMESTAMPTZ '2000-01-01 00:00:00+00' AND {expr} < TIMESTAMPTZ '2100-01-01 00:00:00+00')"
+    )
+
+
+# What ``parse_sql`` returns per line: the columns of both outputs, ``reason`` and what
+# the quarantine needs to decide whether a messageId was readable.
+PARSED_COLUMNS = (
+    "file_path", "line_number", "raw_text", "is_json", "doc_type", "reason", "message",
+    "message_id", "type", "event", "user_id", "anonymous_id", "event_ts", "original_timestamp",
+    "sent_at", "received_at", "event_date", "properties", "traits", "context", "schema_version",
+    "content_hash",
+)  # fmt: skip
 
 
 def parse_sql(lines_relation: str, rules: ParseRules) -> str:
@@ -114,20 +158,20 @@ def parse_sql(lines_relation: str, rules: ParseRules) -> str:
     string_fields = ("messageId", "type", "event")
     id_fields = ("userId", "anonymousId")
     object_fields = ("properties", "traits", "context")
-    type_problems = ", ".join(
+    type_problems = ",\n            ".join(
         [
-            f"CASE WHEN {_present(f)} AND json_type(doc, '$.{f}') <> 'VARCHAR' "
-            f"THEN '{f} is ' || lower(json_type(doc, '$.{f}')) || ', expected string' END"
+            f"CASE WHEN {_present(f)} AND {f}_jtype <> 'VARCHAR' "
+            f"THEN '{f} is ' || lower({f}_jtype) || ', expected string' END"
             for f in string_fields
         ]
         + [
-            f"CASE WHEN {_present(f)} AND json_type(doc, '$.{f}') NOT IN ('VARCHAR', 'BIGINT', 'UBIGINT') "
-            f"THEN '{f} is ' || lower(json_type(doc, '$.{f}')) || ', expected string' END"
+            f"CASE WHEN {_present(f)} AND {f}_jtype NOT IN ('VARCHAR', 'BIGINT', 'UBIGINT') "
+            f"THEN '{f} is ' || lower({f}_jtype) || ', expected string' END"
             for f in id_fields
         ]
         + [
-            f"CASE WHEN {_present(f)} AND json_type(doc, '$.{f}') <> 'OBJECT' "
-            f"THEN '{f} is ' || lower(json_type(doc, '$.{f}')) || ', expected object' END"
+            f"CASE WHEN {_present(f)} AND {f}_jtype <> 'OBJECT' "
+            f"THEN '{f} is ' || lower({f}_jtype) || ', expected object' END"
             for f in object_fields
         ]
     )
@@ -137,28 +181,40 @@ WITH src AS (
     SELECT file_path, line_number, raw_text, pre_reason, pre_message,
            pre_reason IS NULL AND json_valid(raw_text) AND NOT {_lenient_only_json("raw_text")} AS is_json
     FROM {lines_relation}
-), docs AS (
-    SELECT *, CASE WHEN is_json THEN raw_text::JSON END AS doc FROM src
+), extracted AS (
+    SELECT *,
+        CASE WHEN is_json THEN json_type(raw_text, {_paths(_TYPED_FIELDS, with_root=True)}) END AS jtypes,
+        CASE WHEN is_json THEN json_extract_string(raw_text, {_paths(_TEXT_FIELDS)}) END AS texts,
+        CASE WHEN is_json THEN json_extract(raw_text, {_paths(_JSON_FIELDS)}) END AS jsons
+    FROM src
+), top_level AS (
+    SELECT *,
+        jtypes[1] AS doc_type,
+        {_elements("jtypes", _TYPED_FIELDS, "jtype", first=2)},
+        {_elements("texts", _TEXT_FIELDS, "text")},
+        {_elements("jsons", _JSON_FIELDS, "json")}
+    FROM extracted
 ), fields AS (
     SELECT *,
-        json_type(doc) AS doc_type,
-        nullif(trim(json_extract_string(doc, '$.messageId')), '') AS message_id,
-        json_extract_string(doc, '$.type') AS type,
-        nullif(json_extract_string(doc, '$.event'), '') AS event,
-        nullif(json_extract_string(doc, '$.userId'), '') AS user_id,
-        nullif(json_extract_string(doc, '$.anonymousId'), '') AS anonymous_id,
-        {_ts("$.timestamp")} AS ts_given,
-        {_ts("$.originalTimestamp")} AS original_timestamp,
-        {_ts("$.sentAt")} AS sent_at,
-        {_ts("$.receivedAt")} AS received_at,
+        nullif(trim(messageId_text), '') AS message_id,
+        type_text AS type,
+        nullif(event_text, '') AS event,
+        nullif(userId_text, '') AS user_id,
+        nullif(anonymousId_text, '') AS anonymous_id,
+        {_ts("timestamp")} AS ts_given,
+        {_ts("originalTimestamp")} AS original_timestamp,
+        {_ts("sentAt")} AS sent_at,
+        {_ts("receivedAt")} AS received_at,
         {_present("timestamp")} AS has_timestamp,
         {_present("originalTimestamp")} AS has_original,
         {_present("sentAt")} AS has_sent_at,
-        list_filter([{type_problems}], lambda p: p IS NOT NULL)[1] AS type_problem,
-        CASE WHEN json_type(doc, '$.properties') = 'OBJECT' THEN json_extract(doc, '$.properties') END AS properties,
-        CASE WHEN json_type(doc, '$.traits') = 'OBJECT' THEN json_extract(doc, '$.traits') END AS traits,
-        CASE WHEN json_type(doc, '$.context') = 'OBJECT' THEN json_extract(doc, '$.context') END AS context
-    FROM docs
+        coalesce(  -- the first problem, in this order
+            {type_problems}
+        ) AS type_problem,
+        CASE WHEN properties_jtype = 'OBJECT' THEN properties_json END AS properties,
+        CASE WHEN traits_jtype = 'OBJECT' THEN traits_json END AS traits,
+        CASE WHEN context_jtype = 'OBJECT' THEN context_json END AS context
+    FROM top_level
 ), timed AS (
     SELECT *,
         CASE
@@ -190,7 +246,7 @@ WITH src AS (
                 WHEN ltrim(raw_text) LIKE '{{%' AND rtrim(raw_text) NOT LIKE '%}}' THEN 'truncated_line'
                 ELSE 'invalid_json' END
             WHEN doc_type <> 'OBJECT' THEN 'not_an_object'
-            WHEN NOT {_present("messageId")} OR (json_type(doc, '$.messageId') = 'VARCHAR' AND message_id IS NULL)
+            WHEN NOT {_present("messageId")} OR (messageId_jtype = 'VARCHAR' AND message_id IS NULL)
                 THEN 'missing_message_id'
             WHEN NOT {_present("receivedAt")} THEN 'missing_received_at'
             WHEN type_problem IS NOT NULL THEN 'wrong_field_type'
@@ -204,36 +260,48 @@ WITH src AS (
             WHEN {unregistered} AND schema_version IS NULL THEN 'unregistered_event'
         END AS reason
     FROM judged
+), described AS (
+    SELECT *,
+        CASE reason
+            WHEN 'truncated_line' THEN 'line ends before its JSON object closes'
+            WHEN 'invalid_json' THEN 'not valid JSON'
+            WHEN 'not_an_object' THEN 'JSON value is ' || lower(doc_type) || ', expected an object'
+            WHEN 'missing_message_id' THEN 'messageId is missing or empty'
+            WHEN 'missing_received_at' THEN 'receivedAt is missing'
+            WHEN 'wrong_field_type' THEN type_problem
+            WHEN 'missing_identity' THEN 'neither userId nor anonymousId is set'
+            WHEN 'unknown_type' THEN 'type ' || coalesce('"' || type || '"', 'is missing') || ' is not one of {", ".join(SEGMENT_TYPES)}'
+            WHEN 'missing_event_name' THEN 'track call without an event name'
+            WHEN 'invalid_timestamp' THEN coalesce(bad_time_field, 'timestamp')
+                || ' is not an ISO 8601 time or epoch milliseconds between 2000 and 2099'
+            WHEN 'too_late' THEN 'event date ' || event_date || ' is more than {late} days before arrival {rules.arrival_day}'
+            WHEN 'future_timestamp' THEN 'event date ' || event_date || ' is after arrival {rules.arrival_day}'
+            WHEN 'schema_violation' THEN 'schema ' || coalesce(schema_version, '?') || ': ' || schema_problem
+            WHEN 'unregistered_event' THEN 'no schema registered for ' || type || coalesce(' "' || event || '"', '')
+            ELSE pre_message
+        END AS message,
+        md5(concat_ws(chr(31), type, coalesce(event, ''), coalesce(user_id, ''), coalesce(anonymous_id, ''),
+            coalesce(CAST(timestamp_json AS VARCHAR), ''),
+            coalesce(CAST(originalTimestamp_json AS VARCHAR), ''),
+            coalesce(CAST(properties AS VARCHAR), ''), coalesce(CAST(traits AS VARCHAR), ''))) AS content_hash
+    FROM verdicts
 )
-SELECT *,
-    CASE reason
-        WHEN 'truncated_line' THEN 'line ends before its JSON object closes'
-        WHEN 'invalid_json' THEN 'not valid JSON'
-        WHEN 'not_an_object' THEN 'JSON value is ' || lower(doc_type) || ', expected an object'
-        WHEN 'missing_message_id' THEN 'messageId is missing or empty'
-        WHEN 'missing_received_at' THEN 'receivedAt is missing'
-        WHEN 'wrong_field_type' THEN type_problem
-        WHEN 'missing_identity' THEN 'neither userId nor anonymousId is set'
-        WHEN 'unknown_type' THEN 'type ' || coalesce('"' || type || '"', 'is missing') || ' is not one of {", ".join(SEGMENT_TYPES)}'
-        WHEN 'missing_event_name' THEN 'track call without an event name'
-        WHEN 'invalid_timestamp' THEN coalesce(bad_time_field, 'timestamp')
-            || ' is not an ISO 8601 time or epoch milliseconds between 2000 and 2099'
-        WHEN 'too_late' THEN 'event date ' || event_date || ' is more than {late} days before arrival {rules.arrival_day}'
-        WHEN 'future_timestamp' THEN 'event date ' || event_date || ' is after arrival {rules.arrival_day}'
-        WHEN 'schema_violation' THEN 'schema ' || coalesce(schema_version, '?') || ': ' || schema_problem
-        WHEN 'unregistered_event' THEN 'no schema registered for ' || type || coalesce(' "' || event || '"', '')
-        ELSE pre_message
-    END AS message,
-    md5(concat_ws(chr(31), type, coalesce(event, ''), coalesce(user_id, ''), coalesce(anonymous_id, ''),
-        coalesce(CAST(json_extract(doc, '$.timestamp') AS VARCHAR), ''),
-        coalesce(CAST(json_extract(doc, '$.originalTimestamp') AS VARCHAR), ''),
-        coalesce(CAST(properties AS VARCHAR), ''), coalesce(CAST(traits AS VARCHAR), ''))) AS content_hash
-FROM verdicts
+SELECT {", ".join(PARSED_COLUMNS)}
+FROM described
 """
 
 
+# The order of raw_events rows (file order), so that the output bytes are deterministic.
+RAW_EVENTS_ORDER = ("file_path", "line_number")
+
+
 def raw_events_select(parsed: str, arrival_day: str) -> str:
-    """Accepted rows, in file order so that the output bytes are deterministic."""
+    """Accepted rows, in the order of ``parsed``.
+
+    The lines are staged in ``RAW_EVENTS_ORDER`` and DuckDB keeps insertion order
+    when ``preserve_insertion_order`` is on, so no sort is needed (sorting these wide
+    rows was most of the cost of writing them); ``ingestion`` checks the order.
+    """
     return f"""
 SELECT message_id, type, event, user_id, anonymous_id,
        event_ts AS timestamp, original_timestamp, sent_at, received_at, event_date,
@@ -241,7 +309,6 @@ SELECT message_id, type, event, user_id, anonymous_id,
        DATE '{arrival_day}' AS arrival_date, file_path, line_number, raw_text AS raw_line
 FROM {parsed}
 WHERE reason IS NULL
-ORDER BY file_path, line_number
 """
 
 
