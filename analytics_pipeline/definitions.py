@@ -6,7 +6,6 @@ from dagster import Definitions
 
 from analytics_pipeline.defs.events_assets import conform_events_day
 from analytics_pipeline.defs.ingestion_assets import ingest_landing_day
-from analytics_pipeline.defs.model_assets import model_assets
 from analytics_pipeline.defs.jobs import (
     dimensions_job,
     late_window_job,
@@ -16,6 +15,7 @@ from analytics_pipeline.defs.jobs import (
     nightly_job,
     nightly_schedule,
 )
+from analytics_pipeline.defs.model_assets import model_assets
 from analytics_pipeline.settings import PipelineSettings
 
 defs = Definitions(

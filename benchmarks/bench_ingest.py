@@ -7,7 +7,10 @@ events of the day, and prints throughput, bytes written and peak RSS. It is a sc
 run by hand, not a test, so nothing depends on machine speed.
 
     .venv/bin/python benchmarks/bench_ingest.py [--events-per-day 1000000] \
-        [--memory-limit 1GB] [--threads 2] [--data-dir DIR] [--gzip] [--keep]
+        [--memory-limit 1GB] [--threads 2] [--data-dir DIR] [--gzip] [--keep] [--phases]
+
+``--phases`` also prints where the first day's ingest spends its time: reading the
+landing files, the parse, writing each output and the rest.
 
 Landing files are plain ``*.jsonl`` by default (``--gzip`` writes ``*.jsonl.gz`` like
 a Segment S3 destination; reading them then includes decompression). The generator
@@ -26,8 +29,11 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 DAY = date(2025, 6, 2)
 
@@ -55,6 +61,62 @@ def generate_child(landing: Path, events_per_day: int, gzip_files: bool) -> None
     )
 
 
+def _phase(sql: str) -> str:
+    text = " ".join(sql.split())
+    if text.startswith("CREATE TEMP TABLE parsed"):
+        return "parse (CREATE TABLE parsed)"
+    if text.startswith("COPY") and "raw_line" in text:
+        return "write raw_events (COPY)"
+    if text.startswith("COPY"):
+        return "write quarantine (COPY)"
+    return "other statements (checks)"
+
+
+class _TimedConnection:
+    """A DuckDB connection that adds each statement's time to its phase."""
+
+    def __init__(self, con: Any, phases: dict[str, float]) -> None:
+        self._con, self._phases = con, phases
+
+    def execute(self, sql: str, *args: Any) -> Any:
+        started = time.perf_counter()
+        try:
+            return self._con.execute(sql, *args)
+        finally:
+            phase = _phase(sql)
+            self._phases[phase] = self._phases.get(phase, 0.0) + time.perf_counter() - started
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._con, name)
+
+
+@contextmanager
+def _timed_phases(phases: dict[str, float] | None) -> Iterator[None]:
+    """While active, time reading the landing files and each DuckDB statement of the ingest."""
+    if phases is None:
+        yield
+        return
+    from analytics_pipeline import ingestion
+    from analytics_pipeline.settings import PipelineSettings
+
+    read, connect = ingestion.read_landing_day, PipelineSettings.connect
+
+    def timed_read(*args: Any, **kwargs: Any) -> Any:
+        started = time.perf_counter()
+        try:
+            return read(*args, **kwargs)
+        finally:
+            phases["read landing files"] = time.perf_counter() - started
+
+    ingestion.read_landing_day = timed_read  # type: ignore[assignment]
+    PipelineSettings.connect = lambda self: _TimedConnection(connect(self), phases)  # type: ignore[method-assign,assignment,return-value]
+    try:
+        yield
+    finally:
+        ingestion.read_landing_day = read  # type: ignore[assignment]
+        PipelineSettings.connect = connect  # type: ignore[method-assign]
+
+
 def _bytes(paths: list[Path]) -> int:
     return sum(p.stat().st_size for p in paths if p.is_file())
 
@@ -69,6 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-dir", type=Path, default=None, help="default: a new temporary directory")
     parser.add_argument("--gzip", action="store_true", help="write *.jsonl.gz landing files")
     parser.add_argument("--keep", action="store_true", help="keep a temporary data dir")
+    parser.add_argument("--phases", action="store_true", help=f"time the phases of ingesting {DAY}")
     parser.add_argument("--_generate", nargs=3, metavar=("LANDING", "EVENTS", "GZIP"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
@@ -106,9 +169,11 @@ def main(argv: list[str] | None = None) -> int:
         published: list[PublishResult] = []
         started = time.perf_counter()
         ingest_by_day = {}
+        phases: dict[str, float] = {}
         for day in gen["days"]:
             t0 = time.perf_counter()
-            result = ingest_arrival_day(settings, day)
+            with _timed_phases(phases if args.phases and day == DAY.isoformat() else None):
+                result = ingest_arrival_day(settings, day)
             ingest_by_day[day] = (time.perf_counter() - t0, result.counts)
             published.extend(result.published.values())
         ingest_s = time.perf_counter() - started
@@ -132,6 +197,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"ingest              {ingest_s:.1f} s for {len(gen['days'])} arrival days "
               f"({first_s:.1f} s for {DAY} itself: {first_counts['lines_read']:,} lines)")  # fmt: skip
         print(f"ingest rate         {lines_read / ingest_s:,.0f} lines/s ({raw_rows:,} raw_events rows)")
+        for phase, seconds in phases.items():
+            print(f"  {phase:<30} {seconds:6.1f} s")
+        if phases:
+            print(f"  {'everything else':<30} {first_s - sum(phases.values()):6.1f} s")
         print(f"events              {events_s:.1f} s: {events.counts['input_rows']:,} rows -> "
               f"{events.counts['events']:,} events, {events.counts['duplicates']:,} duplicates, "
               f"{events.counts['id_conflicts']:,} id conflicts")  # fmt: skip
