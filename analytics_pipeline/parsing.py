@@ -120,8 +120,8 @@ def _lenient_only_json(column: str) -> str:
     """True for text DuckDB parses but strict JSON does not (cheap pre-filter first).
 
     Blanking string literals only removes tokens, so text without any token is strict.
-    The pre-filter tests the three tokens separately: RE2 searches an alternation
-    byte by byte, but a literal or a pattern starting with one much faster.
+    The pre-filter looks for the three tokens one by one: RE2 finds a literal, or a
+    pattern that starts with one, far faster than the alternation of all three.
     """
     return (
         f"CASE WHEN contains({column}, 'NaN') OR contains({column}, 'Infinity') "
@@ -149,7 +149,7 @@ PARSED_COLUMNS = (
 
 
 def parse_sql(lines_relation: str, rules: ParseRules) -> str:
-    """One SELECT over the staged lines giving every column of both outputs plus ``reason``."""
+    """One SELECT over the staged lines giving ``PARSED_COLUMNS``: every column of both outputs plus ``reason``."""
     violation = compile_violation_sql(rules.schemas) if rules.schemas else "NULL"
     version = compile_version_sql(rules.schemas) if rules.schemas else "NULL"
     unregistered = "TRUE" if rules.quarantine_unregistered else "FALSE"
@@ -181,7 +181,7 @@ WITH src AS (
     SELECT file_path, line_number, raw_text, pre_reason, pre_message,
            pre_reason IS NULL AND json_valid(raw_text) AND NOT {_lenient_only_json("raw_text")} AS is_json
     FROM {lines_relation}
-), extracted AS (
+), extracted AS (  -- only valid JSON is parsed: the JSON functions reject anything else
     SELECT *,
         CASE WHEN is_json THEN json_type(raw_text, {_paths(_TYPED_FIELDS, with_root=True)}) END AS jtypes,
         CASE WHEN is_json THEN json_extract_string(raw_text, {_paths(_TEXT_FIELDS)}) END AS texts,
