@@ -63,11 +63,6 @@ def arrival_days(day: str, late_window_days: int) -> list[str]:
     return [(start + timedelta(days=i)).isoformat() for i in range(late_window_days + 1)]
 
 
-def _count(con: Any, sql: str) -> int:
-    row = con.execute(sql).fetchone()
-    return int(row[0]) if row else 0
-
-
 def build_events_day(settings: PipelineSettings, day: str, publish: bool = True) -> EventsResult:
     started = time.perf_counter()
     warehouse = Warehouse(settings.warehouse_path)
@@ -147,19 +142,19 @@ def build_events_day(settings: PipelineSettings, day: str, publish: bool = True)
         counts = {
             "arrival_days_read": [d for d, p in zip(wanted, sources, strict=True) if p.exists()],
             "arrival_days_missing": [d for d, p in zip(wanted, sources, strict=True) if not p.exists()],
-            "input_rows": _count(con, "SELECT count(*) FROM candidates"),
-            "events": _count(con, "SELECT count(*) FROM staged_events"),
-            "duplicates": _count(
+            "input_rows": quality.count(con, "SELECT count(*) FROM candidates"),
+            "events": quality.count(con, "SELECT count(*) FROM staged_events"),
+            "duplicates": quality.count(
                 con, "SELECT count(*) FROM ranked WHERE copy_rank > 1 AND content_hash = winner_hash"
             ),
-            "id_conflicts": _count(con, "SELECT count(*) FROM staged_conflicts"),
-            "late_events": _count(
+            "id_conflicts": quality.count(con, "SELECT count(*) FROM staged_conflicts"),
+            "late_events": quality.count(
                 con, f"SELECT count(*) FROM staged_events WHERE arrival_date > DATE '{day}'"
             ),
-            "unregistered_events": _count(
+            "unregistered_events": quality.count(
                 con, "SELECT count(*) FROM staged_events WHERE schema_version IS NULL"
             ),
-            "persons": _count(
+            "persons": quality.count(
                 con,
                 "SELECT count(DISTINCT coalesce(user_id, 'anonymous:' || anonymous_id)) FROM staged_events",
             ),

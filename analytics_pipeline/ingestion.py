@@ -70,11 +70,6 @@ class IngestResult:
     duration_s: float = 0.0
 
 
-def _count(con: Any, sql: str) -> int:
-    row = con.execute(sql).fetchone()
-    return int(row[0]) if row else 0
-
-
 def ingest_arrival_day(settings: PipelineSettings, day: str, publish: bool = True) -> IngestResult:
     """Read ``landing/<day>/`` and publish ``raw_events``, ``quarantined_events`` and the ledger."""
     started = time.perf_counter()
@@ -150,7 +145,7 @@ def ingest_arrival_day(settings: PipelineSettings, day: str, publish: bool = Tru
 def _out_of_order(con: Any, path: Path) -> int:
     """Rows of a Parquet file that do not come after the row before them in ``RAW_EVENTS_ORDER``."""
     path_column, line_column = RAW_EVENTS_ORDER
-    return _count(
+    return quality.count(
         con,
         f"""SELECT count(*) FROM (
             SELECT {path_column}, {line_column},
@@ -185,21 +180,27 @@ def _counts(con: Any, landing: LandingRead) -> dict[str, Any]:
             "SELECT reason, count(*) FROM staged_quarantine GROUP BY reason ORDER BY reason"
         ).fetchall()
     )
-    quarantined_lines = _count(con, "SELECT count(*) FROM staged_quarantine WHERE line_number IS NOT NULL")
+    quarantined_lines = quality.count(
+        con, "SELECT count(*) FROM staged_quarantine WHERE line_number IS NOT NULL"
+    )
     file_status = Counter(entry.status for entry in landing.ledger)
     return {
         "files": len(landing.ledger),
         "files_by_status": dict(sorted(file_status.items())),
         "lines_read": landing.lines_read,
-        "lines_staged": _count(con, "SELECT count(*) FROM lines"),
-        "raw_events": _count(con, "SELECT count(*) FROM staged_raw"),
+        "lines_staged": quality.count(con, "SELECT count(*) FROM lines"),
+        "raw_events": quality.count(con, "SELECT count(*) FROM staged_raw"),
         "quarantined_lines": quarantined_lines,
-        "quarantined_files": _count(con, "SELECT count(*) FROM staged_quarantine WHERE line_number IS NULL"),
+        "quarantined_files": quality.count(
+            con, "SELECT count(*) FROM staged_quarantine WHERE line_number IS NULL"
+        ),
         "quarantined_by_reason": {str(k): int(v) for k, v in by_reason.items()},
         "too_late": int(by_reason.get("too_late", 0)),
         "duplicate_file_lines": sum(e.line_count for e in landing.ledger if e.status == "duplicate_file"),
-        "unregistered_events": _count(con, "SELECT count(*) FROM staged_raw WHERE schema_version IS NULL"),
-        "late_events": _count(con, "SELECT count(*) FROM staged_raw WHERE event_date < arrival_date"),
+        "unregistered_events": quality.count(
+            con, "SELECT count(*) FROM staged_raw WHERE schema_version IS NULL"
+        ),
+        "late_events": quality.count(con, "SELECT count(*) FROM staged_raw WHERE event_date < arrival_date"),
         "event_dates": {
             str(d): int(n)
             for d, n in con.execute(

@@ -27,6 +27,12 @@ class CheckOutcome:
     metadata: dict[str, Any] = field(default_factory=dict)
 
 
+def count(con: duckdb.DuckDBPyConnection, sql: str) -> int:
+    """The single integer a ``SELECT count(*) ...`` returns."""
+    row = con.execute(sql).fetchone()
+    return int(row[0]) if row else 0
+
+
 def _samples(con: duckdb.DuckDBPyConnection, sql: str) -> list[str]:
     return [str(row[0]) for row in con.execute(f"{sql} LIMIT {SAMPLE_SIZE}").fetchall()]
 

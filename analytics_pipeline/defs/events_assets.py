@@ -8,16 +8,20 @@ from dagster import (
     AssetDep,
     AssetExecutionContext,
     AssetSpec,
-    Failure,
     MaterializeResult,
-    MetadataValue,
     multi_asset,
 )
 
 from analytics_pipeline.catalog import refresh_catalog
 from analytics_pipeline.conform import CONFLICTS_TABLE, EVENT_COLUMNS, EVENTS_TABLE, build_events_day
 from analytics_pipeline.defs.partitions import daily_partitions, late_window_mapping
-from analytics_pipeline.defs.results import check_results, count_metadata, declared_schema, publish_metadata
+from analytics_pipeline.defs.results import (
+    check_results,
+    count_metadata,
+    declared_schema,
+    failed_gate,
+    publish_metadata,
+)
 from analytics_pipeline.ingestion import RAW_TABLE, GateFailed
 from analytics_pipeline.settings import PipelineSettings
 from analytics_pipeline.storage import Warehouse
@@ -87,11 +91,8 @@ def conform_events_day(context: AssetExecutionContext, settings: PipelineSetting
     try:
         result = build_events_day(settings, day)
     except GateFailed as failed:
-        yield from check_results(failed.outcomes, EVENTS_CHECKS)
-        raise Failure(
-            description=str(failed),
-            metadata={"failed_checks": MetadataValue.json([c.name for c in failed.failed])},
-        ) from None
+        yield from failed_gate(failed, EVENTS_CHECKS)
+        return
     counts = result.counts
     if counts["arrival_days_missing"]:
         context.log.info(f"arrival days not ingested yet: {counts['arrival_days_missing']}")

@@ -7,7 +7,6 @@ from dagster import (
     AssetCheckSpec,
     AssetExecutionContext,
     AssetSpec,
-    Failure,
     MaterializeResult,
     MetadataValue,
     multi_asset,
@@ -19,6 +18,7 @@ from analytics_pipeline.defs.results import (
     check_results,
     count_metadata,
     declared_schema,
+    failed_gate,
     publish_metadata,
 )
 from analytics_pipeline.ingestion import (
@@ -99,11 +99,8 @@ def ingest_landing_day(context: AssetExecutionContext, settings: PipelineSetting
     try:
         result = ingest_arrival_day(settings, day)
     except GateFailed as failed:
-        yield from check_results(failed.outcomes, INGESTION_CHECKS)
-        raise Failure(
-            description=str(failed),
-            metadata={"failed_checks": MetadataValue.json([c.name for c in failed.failed])},
-        ) from None
+        yield from failed_gate(failed, INGESTION_CHECKS)
+        return
     counts = result.counts
     context.log.info(
         f"{day}: {counts['lines_read']} lines, {counts['raw_events']} events, "

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -11,11 +11,13 @@ from dagster import (
     AssetCheckResult,
     AssetCheckSeverity,
     AssetCheckSpec,
+    Failure,
     MetadataValue,
     TableColumn,
     TableSchema,
 )
 
+from analytics_pipeline.ingestion import GateFailed
 from analytics_pipeline.quality import CheckOutcome
 from analytics_pipeline.storage import PublishResult
 
@@ -87,3 +89,12 @@ def check_results(
         )
         for o in outcomes
     ]
+
+
+def failed_gate(failed: GateFailed, specs: Iterable[AssetCheckSpec]) -> Iterator[AssetCheckResult]:
+    """Report every check of a step whose gate failed, then fail the step (nothing was published)."""
+    yield from check_results(failed.outcomes, specs)
+    raise Failure(
+        description=str(failed),
+        metadata={"failed_checks": MetadataValue.json([c.name for c in failed.failed])},
+    ) from None
