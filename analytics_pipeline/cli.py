@@ -7,6 +7,7 @@ import os
 import sys
 from datetime import date, timedelta
 from pathlib import Path
+from typing import Any
 
 from analytics_pipeline.settings import PipelineSettings
 from analytics_pipeline.storage import Warehouse
@@ -87,16 +88,16 @@ def run_days(settings: PipelineSettings, days: list[str], echo: bool = True) -> 
     last_complete = (date.today() - timedelta(days=1)).isoformat()
     ok = True
     changed_event_days: set[str] = set()
-    for day in days:
-        if day > last_complete:
-            print(f"skipping {day}: its partition is not complete yet (today is {date.today()})")
-            continue
+    incomplete = [d for d in days if d > last_complete]
+    if incomplete:
+        print(f"not running {', '.join(incomplete)}: not complete yet (today is {date.today()})")
+    for day in (d for d in days if d <= last_complete):
         result = nightly.execute_in_process(
             partition_key=day, instance=instance, resources=resources, raise_on_error=False, run_config=quiet
         )
         ok &= result.success
         if not result.success:
-            print(f"nightly_job {day} FAILED: see run {result.run_id} in the UI", file=sys.stderr)
+            print(f"nightly_job {day} FAILED: {_failure(result)}", file=sys.stderr)
             continue
         rebuilt = late_window_days_for(day, settings.late_window_days, warehouse)
         changed_event_days.update([day, *rebuilt])
@@ -111,16 +112,27 @@ def run_days(settings: PipelineSettings, days: list[str], echo: bool = True) -> 
             print(f"nightly_job {day}: ok{tail}", flush=True)
     # what models_sensor does after each run, once for all the changed dates
     all_assets = [a for a in defs.assets or [] if isinstance(a, AssetsDefinition)]
-    for job_name, partition, names in model_rebuilds(changed_event_days, warehouse):
+
+    def report_skip(name: str, day: str | None, failed: dict[tuple[str, str], list[str]]) -> None:
+        print(f"not rebuilding {name} {day or ''}: upstream blocking checks failed {failed}", file=sys.stderr)
+
+    for job_name, partition, names in model_rebuilds(changed_event_days, warehouse, instance, report_skip):
         model_result = materialize(
             all_assets, selection=names, partition_key=partition, instance=instance, resources=resources,
             raise_on_error=False, run_config=quiet, tags={"analytics/plan": job_name},
         )  # fmt: skip
         ok &= model_result.success
         if echo:
-            status = "ok" if model_result.success else "FAILED"
+            status = "ok" if model_result.success else f"FAILED: {_failure(model_result)}"
             print(f"{job_name} {partition or ''} {', '.join(names)}: {status}", flush=True)
     return ok
+
+
+def _failure(result: Any) -> str:
+    """Why a run failed, as its failed step said (a failed gate names check, partition, counts)."""
+    failures = result.get_step_failure_events()
+    reason = failures[0].step_failure_data.error.message.strip() if failures else "see the run"
+    return f"{reason} (run {result.run_id}; details in the UI)"
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -162,7 +174,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
         (home / "dagster.yaml").write_text(DAGSTER_YAML)
     settings = _settings(args)
     if not landing_days(settings):
-        args.start_date, args.plain = None, False
+        # traffic up to yesterday, as in production; later folders (late data still to come)
+        # are tomorrow's nightly runs. Traffic that stopped days ago would trip the
+        # volume gate (zero events where the previous days had some), as it should.
+        args.start_date = (date.today() - timedelta(days=args.days)).isoformat()
+        args.plain = False
         cmd_generate(args)
     else:
         print(f"using the landing files already in {settings.landing_path}")

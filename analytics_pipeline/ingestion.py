@@ -19,6 +19,7 @@ import pyarrow.parquet as pq
 
 from analytics_pipeline import quality
 from analytics_pipeline.event_schemas import load_event_schemas
+from analytics_pipeline.gates import GateFailed
 from analytics_pipeline.landing import LandingRead, LinesWriter, read_landing_day
 from analytics_pipeline.parsing import (
     RAW_EVENTS_ORDER,
@@ -47,17 +48,6 @@ LEDGER_SCHEMA = pa.schema(
         ("problem", pa.string()),
     ]
 )
-
-
-class GateFailed(Exception):
-    """A blocking check failed: nothing was published."""
-
-    def __init__(self, table: str, day: str, outcomes: list[quality.CheckOutcome]) -> None:
-        self.outcomes = outcomes  # every check of the step, passed ones too
-        failed = [c for c in outcomes if not c.passed]
-        self.failed = failed
-        details = "; ".join(f"{c.name}: {c.description} {c.metadata.get('sample_ids', '')}" for c in failed)
-        super().__init__(f"blocking checks failed for {table} partition {day}, nothing published: {details}")
 
 
 @dataclass
@@ -126,7 +116,7 @@ def ingest_arrival_day(settings: PipelineSettings, day: str, publish: bool = Tru
     lines_path.unlink(missing_ok=True)
 
     result = IngestResult(day, counts, raw_checks, quarantine_checks)
-    failed = [c for c in raw_checks + quarantine_checks if not c.passed]
+    failed = [c for c in raw_checks + quarantine_checks if c.blocks]
     if failed:
         result.duration_s = time.perf_counter() - started
         raise GateFailed(RAW_TABLE, day, raw_checks + quarantine_checks)

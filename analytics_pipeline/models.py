@@ -28,6 +28,8 @@ from sqlglot.errors import SqlglotError
 from sqlglot.lineage import lineage
 
 from analytics_pipeline.funnel_definitions import funnel_steps_table
+from analytics_pipeline.gates import GateFailed, audit
+from analytics_pipeline.quality import CheckOutcome
 from analytics_pipeline.settings import PipelineSettings
 from analytics_pipeline.storage import PublishResult, Warehouse
 
@@ -187,6 +189,8 @@ class ModelResult:
     inputs: dict[str, list[str]]
     duration_s: float
     lineage: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
+    checks: list[CheckOutcome] = field(default_factory=list)
+    gate_duration_s: float = 0.0  # of duration_s, spent in the audit before publishing
 
 
 _LINEAGE_CACHE: dict[str, dict[str, list[tuple[str, str]]]] = {}
@@ -258,7 +262,10 @@ def _any_partition(warehouse: Warehouse, table: str) -> Path | None:
 
 
 def build_model(settings: PipelineSettings, spec: ModelSpec, day: str | None) -> ModelResult:
-    """Build one partition (or the whole unpartitioned table) and publish it atomically."""
+    """Build one partition (or the whole unpartitioned table), audit it, publish it atomically.
+
+    Raises GateFailed (and publishes nothing) when an ERROR check of its suite fails.
+    """
     started = time.perf_counter()
     warehouse = Warehouse(settings.warehouse_path)
     partition = day if spec.partitioned and day else "all"
@@ -308,11 +315,14 @@ def build_model(settings: PipelineSettings, spec: ModelSpec, day: str | None) ->
         outputs = [str(r[0]) for r in described.fetchall()]
     finally:
         con.close()
+    gate = audit(warehouse, spec.name, day if spec.partitioned else None, staged)  # checks/suites/
+    if gate.failed:  # the staged file stays for inspection until the next build clears it
+        raise GateFailed(spec.name, partition, gate.outcomes)
     published = warehouse.publish(staged, spec.name, partition, settings.versions_kept)
     warehouse.write_manifest(spec.name, partition, {"rows": rows, "inputs": inputs})
     return ModelResult(
         spec.name, day, rows, published, inputs, time.perf_counter() - started,
-        lineage=column_lineage(spec, outputs, schema),
+        lineage=column_lineage(spec, outputs, schema), checks=gate.outcomes, gate_duration_s=gate.duration_s,
     )  # fmt: skip
 
 

@@ -1,4 +1,4 @@
-"""The blocking checks of the walking skeleton, evaluated on staged data.
+"""The invariant checks written in SQL, evaluated on staged data.
 
 Each check is a DuckDB query over the staged Parquet file, run before that file is
 published (write-audit-publish). A result carries what a data engineer needs to act:
@@ -25,6 +25,11 @@ class CheckOutcome:
     passed: bool
     description: str
     metadata: dict[str, Any] = field(default_factory=dict)
+    severity: str = "ERROR"  # ERROR blocks publishing when it fails; WARN only reports
+
+    @property
+    def blocks(self) -> bool:
+        return not self.passed and self.severity == "ERROR"
 
 
 def count(con: duckdb.DuckDBPyConnection, sql: str) -> int:

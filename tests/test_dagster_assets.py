@@ -81,7 +81,12 @@ def test_materialize_generated_day_records_metadata_and_checks(
     columns = {c.name: c.type for c in events["dagster/column_schema"].columns}
     assert columns["message_id"] == "VARCHAR" and columns["timestamp"] == "TIMESTAMP WITH TIME ZONE"
     evaluations = result.get_asset_check_evaluations()
-    assert len(evaluations) == 11 and all(e.passed for e in evaluations)
+    declared = {
+        (s.asset_key, s.name) for s in [*ingest_landing_day.check_specs, *conform_events_day.check_specs]
+    }
+    assert {(e.asset_key, e.check_name) for e in evaluations} == declared
+    assert all(e.passed for e in evaluations)
+    assert all(e.partition == DAY for e in evaluations)  # one result per partition in the UI
     # the instance knows the partition is materialized, as the UI shows it
     assert dagster_instance.get_materialized_partitions(AssetKey("events")) == {DAY}
     published = query(
@@ -136,9 +141,12 @@ def test_failed_gate_blocks_downstream_and_keeps_previous_version(
     assert not result.success
     failed = [e for e in result.get_asset_check_evaluations() if not e.passed]
     assert [e.check_name for e in failed] == ["events_timestamp_in_partition"]
-    assert failed[0].metadata["sample_ids"].value == ["m-2"]
+    assert failed[0].metadata["unexpected_count"].value == 1
+    assert failed[0].metadata["expectation"].value == "expect_column_values_to_be_between"
+    assert failed[0].metadata["partial_unexpected_list"].value[0].startswith("2025-01-12")
     failure = result.get_step_failure_events()[0].step_failure_data.error
     assert "events_timestamp_in_partition" in failure.message and DAY in failure.message
+    assert "1 unexpected of 2 rows" in failure.message
     assert events_file.read_bytes() == before  # readers still see the last good version
     assert not list((settings.warehouse_path / "events").rglob("*.parquet"))[1:]
 

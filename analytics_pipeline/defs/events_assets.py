@@ -4,7 +4,6 @@ from collections.abc import Iterator
 from typing import Any
 
 from dagster import (
-    AssetCheckSpec,
     AssetDep,
     AssetExecutionContext,
     AssetSpec,
@@ -14,6 +13,7 @@ from dagster import (
 
 from analytics_pipeline.catalog import refresh_catalog
 from analytics_pipeline.conform import CONFLICTS_TABLE, EVENT_COLUMNS, EVENTS_TABLE, build_events_day
+from analytics_pipeline.defs.checks import check_specs
 from analytics_pipeline.defs.partitions import daily_partitions, late_window_mapping
 from analytics_pipeline.defs.results import (
     check_results,
@@ -22,7 +22,8 @@ from analytics_pipeline.defs.results import (
     failed_gate,
     publish_metadata,
 )
-from analytics_pipeline.ingestion import RAW_TABLE, GateFailed
+from analytics_pipeline.gates import GateFailed
+from analytics_pipeline.ingestion import RAW_TABLE
 from analytics_pipeline.settings import PipelineSettings
 from analytics_pipeline.storage import Warehouse
 
@@ -33,32 +34,7 @@ CONFLICT_COLUMNS = {
     "raw_line": "The losing copy's original line.",
 }
 
-EVENTS_CHECKS = [
-    AssetCheckSpec(
-        "events_message_id_unique", asset=EVENTS_TABLE, blocking=True,
-        description="messageId is unique and not null.",
-    ),
-    AssetCheckSpec(
-        "events_required_columns_not_null", asset=EVENTS_TABLE, blocking=True,
-        description="type, timestamp, received_at, event_date and arrival_date are never null.",
-    ),
-    AssetCheckSpec(
-        "events_person_id_present", asset=EVENTS_TABLE, blocking=True,
-        description="Every event has a userId or an anonymousId.",
-    ),
-    AssetCheckSpec(
-        "events_type_accepted", asset=EVENTS_TABLE, blocking=True,
-        description="type is one of track, page, screen, identify, group, alias.",
-    ),
-    AssetCheckSpec(
-        "events_timestamp_in_partition", asset=EVENTS_TABLE, blocking=True,
-        description="Every timestamp lies in [partition start, partition end).",
-    ),
-    AssetCheckSpec(
-        "events_reconciliation", asset=EVENTS_TABLE, blocking=True,
-        description="Raw rows dated D = events + duplicates + id conflicts, exactly.",
-    ),
-]  # fmt: skip
+EVENTS_CHECKS = check_specs(EVENTS_TABLE) + check_specs(CONFLICTS_TABLE)
 
 
 @multi_asset(
@@ -107,6 +83,7 @@ def conform_events_day(context: AssetExecutionContext, settings: PipelineSetting
         metadata={
             **count_metadata(counts),
             "duration_s": round(result.duration_s, 3),
+            "gate_duration_s": round(result.gate_duration_s, 3),
             **publish_metadata(result.published[EVENTS_TABLE], counts["events"], EVENT_COLUMNS),
         },
     )

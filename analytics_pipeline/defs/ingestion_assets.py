@@ -4,7 +4,6 @@ from collections.abc import Iterator
 from typing import Any
 
 from dagster import (
-    AssetCheckSpec,
     AssetExecutionContext,
     AssetSpec,
     MaterializeResult,
@@ -13,6 +12,7 @@ from dagster import (
 )
 
 from analytics_pipeline.catalog import refresh_catalog
+from analytics_pipeline.defs.checks import check_specs
 from analytics_pipeline.defs.partitions import daily_partitions
 from analytics_pipeline.defs.results import (
     check_results,
@@ -21,11 +21,11 @@ from analytics_pipeline.defs.results import (
     failed_gate,
     publish_metadata,
 )
+from analytics_pipeline.gates import GateFailed
 from analytics_pipeline.ingestion import (
     LEDGER_TABLE,
     QUARANTINE_TABLE,
     RAW_TABLE,
-    GateFailed,
     ingest_arrival_day,
 )
 from analytics_pipeline.parsing import QUARANTINE_COLUMNS, RAW_EVENT_COLUMNS
@@ -39,28 +39,7 @@ LEDGER_COLUMNS = {
     "line_count": "Lines (or Parquet rows) in the file.",
 }
 
-INGESTION_CHECKS = [
-    AssetCheckSpec(
-        "raw_reconciliation", asset=RAW_TABLE, blocking=True,
-        description="Lines read = raw events + quarantined lines + lines of re-delivered files, exactly.",
-    ),
-    AssetCheckSpec(
-        "raw_required_columns_not_null", asset=RAW_TABLE, blocking=True,
-        description="messageId, type, timestamps, partition and provenance columns are never null.",
-    ),
-    AssetCheckSpec(
-        "raw_person_id_present", asset=RAW_TABLE, blocking=True,
-        description="Every row has a userId or an anonymousId.",
-    ),
-    AssetCheckSpec(
-        "raw_type_accepted", asset=RAW_TABLE, blocking=True,
-        description="type is one of track, page, screen, identify, group, alias.",
-    ),
-    AssetCheckSpec(
-        "quarantine_reason_recorded", asset=QUARANTINE_TABLE, blocking=True,
-        description="Every quarantined row names its file, reason code and message.",
-    ),
-]  # fmt: skip
+INGESTION_CHECKS = check_specs(RAW_TABLE) + check_specs(QUARANTINE_TABLE)
 
 
 @multi_asset(

@@ -7,12 +7,14 @@ steps rather than one run because a run has one partition key, and the rebuild
 must wait for the ingest to finish.
 """
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from datetime import date, timedelta
 
 from dagster import (
+    AssetCheckKey,
     AssetKey,
     AssetSelection,
+    DagsterInstance,
     DagsterRunStatus,
     RunRequest,
     RunStatusSensorContext,
@@ -20,12 +22,14 @@ from dagster import (
     define_asset_job,
     run_status_sensor,
 )
+from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
 
-from analytics_pipeline.conform import CONFLICTS_TABLE, EVENTS_TABLE
+from analytics_pipeline.conform import CONFLICTS_TABLE, EVENTS_TABLE, arrival_days
+from analytics_pipeline.defs.checks import check_specs
 from analytics_pipeline.defs.model_assets import model_specs
 from analytics_pipeline.defs.partitions import LATE_WINDOW_DAYS, daily_partitions
 from analytics_pipeline.ingestion import LEDGER_TABLE, QUARANTINE_TABLE, RAW_TABLE
-from analytics_pipeline.models import affected_partitions
+from analytics_pipeline.models import ModelSpec, affected_partitions
 from analytics_pipeline.settings import PipelineSettings
 from analytics_pipeline.storage import Warehouse
 
@@ -102,27 +106,82 @@ def late_window_sensor(context: RunStatusSensorContext, settings: PipelineSettin
     for event_day in late_window_days_for(arrival_day, settings.late_window_days, warehouse):
         if event_day < daily_partitions.start.date().isoformat():
             continue
+        raw_days = set(arrival_days(event_day, settings.late_window_days))
+        failed = failed_blocking_checks(context.instance, {RAW_TABLE: raw_days})
+        if failed:  # all_deps_blocking_checks_passed: wait until those days pass their gates
+            context.log.warning(f"not rebuilding events {event_day}: raw_events gates failed {failed}")
+            continue
         yield RunRequest(run_key=f"late-window:{arrival_day}:{event_day}", partition_key=event_day)
 
 
+def failed_blocking_checks(
+    instance: DagsterInstance, partitions: Mapping[str, set[str]]
+) -> dict[tuple[str, str], list[str]]:
+    """(asset, partition) -> blocking checks whose latest evaluation failed.
+
+    The state ``AutomationCondition.all_deps_blocking_checks_passed()`` reads: a partition
+    whose gate failed was not published, so nothing is built on top of it until a later
+    run passes its gate.
+    """
+    failed: dict[tuple[str, str], list[str]] = {}
+    for asset, days in partitions.items():
+        keys = [AssetCheckKey(AssetKey(asset), spec.name) for spec in check_specs(asset) if spec.blocking]
+        if not keys or not days:
+            continue
+        infos = instance.event_log_storage.get_asset_check_partition_info(keys, partition_keys=sorted(days))
+        for info in infos:
+            if info.partition_key and info.latest_execution_status == AssetCheckExecutionRecordStatus.FAILED:
+                failed.setdefault((asset, info.partition_key), []).append(info.check_key.name)
+    return failed
+
+
+def _upstream_partitions(spec: ModelSpec, day: str | None, warehouse: Warehouse) -> dict[str, set[str]]:
+    upstream: dict[str, set[str]] = {}
+    for table, window in spec.upstreams.items():
+        published = warehouse.published_days(table)
+        if window.latest or day is None:
+            chosen = [d for d in published if day is None or d <= day][-1:]
+        else:
+            chosen = window.days(day)
+        upstream[table] = set(chosen)
+    return upstream
+
+
 def model_rebuilds(
-    changed_event_days: set[str], warehouse: Warehouse
+    changed_event_days: set[str],
+    warehouse: Warehouse,
+    instance: DagsterInstance | None = None,
+    on_skip: Callable[[str, str | None, dict[tuple[str, str], list[str]]], None] | None = None,
 ) -> list[tuple[str, str | None, list[str]]]:
     """(job, partition, models) runs that bring every model up to date after events changed.
 
     Runs follow the dependency order of model partitions (windows reach backwards and
-    forwards), grouping consecutive partitions of the same date into one run.
+    forwards), grouping consecutive partitions of the same date into one run. With an
+    instance, a model partition that reads a partition whose blocking check failed is
+    left out and passed to ``on_skip``: all_deps_blocking_checks_passed.
     """
     data_days = warehouse.published_days(EVENTS_TABLE)
     plan = affected_partitions(model_specs, {EVENTS_TABLE: changed_event_days}, data_days)
     runs: list[tuple[str, str | None, list[str]]] = []
     for spec, day in plan:
+        failed = blocked_by(instance, spec, day, warehouse) if instance is not None else {}
+        if failed:
+            if on_skip:
+                on_skip(spec.name, day, failed)
+            continue
         job = "models_job" if day else "dimensions_job"
         if runs and runs[-1][0] == job and runs[-1][1] == day:
             runs[-1][2].append(spec.name)
         else:
             runs.append((job, day, [spec.name]))
     return runs
+
+
+def blocked_by(
+    instance: DagsterInstance, spec: ModelSpec, day: str | None, warehouse: Warehouse
+) -> dict[tuple[str, str], list[str]]:
+    """The upstream partitions of a model partition whose latest gate failed."""
+    return failed_blocking_checks(instance, _upstream_partitions(spec, day, warehouse))
 
 
 @run_status_sensor(
@@ -136,7 +195,12 @@ def models_sensor(context: RunStatusSensorContext, settings: PipelineSettings) -
     if not event_day:
         return
     run_id = context.dagster_run.run_id
-    runs = model_rebuilds({event_day}, Warehouse(settings.warehouse_path))
+    warehouse = Warehouse(settings.warehouse_path)
+
+    def log_skip(name: str, day: str | None, failed: dict[tuple[str, str], list[str]]) -> None:
+        context.log.warning(f"not rebuilding {name} {day or ''}: upstream blocking checks failed {failed}")
+
+    runs = model_rebuilds({event_day}, warehouse, context.instance, on_skip=log_skip)
     for position, (job_name, day, names) in enumerate(runs):
         yield RunRequest(
             run_key=f"models:{run_id}:{position}",

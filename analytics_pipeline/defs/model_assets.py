@@ -4,6 +4,9 @@ Upstreams and partition windows come from the files themselves (see ``models.py`
 so the asset graph in the UI is the SQL's own lineage.
 """
 
+from collections.abc import Iterator
+from typing import Any
+
 from dagster import (
     AssetDep,
     AssetExecutionContext,
@@ -19,8 +22,11 @@ from dagster import (
 )
 
 from analytics_pipeline.catalog import refresh_catalog
+from analytics_pipeline.defs.checks import check_specs
 from analytics_pipeline.defs.partitions import daily_partitions, window_mapping
-from analytics_pipeline.defs.results import declared_schema, publish_metadata
+from analytics_pipeline.defs.results import check_results, declared_schema, failed_gate, publish_metadata
+from analytics_pipeline.freshness import freshness_policy_for
+from analytics_pipeline.gates import GateFailed
 from analytics_pipeline.models import ModelSpec, Window, build_model, load_models
 from analytics_pipeline.settings import PROJECT_ROOT, PipelineSettings
 from analytics_pipeline.storage import Warehouse
@@ -37,6 +43,7 @@ def _mapping(window: Window) -> PartitionMapping | None:
 
 
 def model_asset(spec: ModelSpec) -> AssetsDefinition:
+    checks = check_specs(spec.name, partitioned=spec.partitioned)
     deps = [
         AssetDep(upstream, partition_mapping=_mapping(window)) for upstream, window in spec.upstreams.items()
     ]
@@ -50,13 +57,23 @@ def model_asset(spec: ModelSpec) -> AssetsDefinition:
         kinds={"duckdb", "sql", "parquet"},
         metadata={"dagster/column_schema": declared_schema(spec.columns), "sql_file": str(spec.path.name)},
         pool="warehouse_io",
+        check_specs=checks,
+        freshness_policy=freshness_policy_for(spec.name),  # checks/freshness.yml
     )
-    def _build(context: AssetExecutionContext, settings: PipelineSettings) -> MaterializeResult:
+    def _build(context: AssetExecutionContext, settings: PipelineSettings) -> Iterator[Any]:
         day = context.partition_key if spec.partitioned else None
-        result = build_model(settings, spec, day)
+        try:
+            result = build_model(settings, spec, day)
+        except GateFailed as failed:
+            yield from failed_gate(failed, checks)
+            return
         refresh_catalog(Warehouse(settings.warehouse_path))
-        context.log.info(f"{spec.name} {day or ''}: {result.rows} rows in {result.duration_s:.2f}s")
-        return MaterializeResult(
+        context.log.info(
+            f"{spec.name} {day or ''}: {result.rows} rows in {result.duration_s:.2f}s "
+            f"(gates {result.gate_duration_s:.2f}s)"
+        )
+        yield from check_results(result.checks, checks)
+        yield MaterializeResult(
             metadata={
                 **publish_metadata(result.published, result.rows, spec.columns),
                 "inputs": MetadataValue.json(result.inputs),
@@ -67,6 +84,7 @@ def model_asset(spec: ModelSpec) -> AssetsDefinition:
                     }
                 ),
                 "duration_s": round(result.duration_s, 3),
+                "gate_duration_s": round(result.gate_duration_s, 3),
             }
         )
 

@@ -17,7 +17,7 @@ from dagster import (
     TableSchema,
 )
 
-from analytics_pipeline.ingestion import GateFailed
+from analytics_pipeline.gates import GateFailed
 from analytics_pipeline.quality import CheckOutcome
 from analytics_pipeline.storage import PublishResult
 
@@ -72,27 +72,34 @@ def count_metadata(counts: Mapping[str, Any]) -> dict[str, Any]:
     return metadata
 
 
+def _metadata_value(value: Any) -> Any:
+    return MetadataValue.json(value) if isinstance(value, dict | list) else value
+
+
 def check_results(
     outcomes: Iterable[CheckOutcome], specs: Iterable[AssetCheckSpec]
 ) -> list[AssetCheckResult]:
+    """One result per outcome, with its severity: a failed WARN check does not block."""
     asset_of = {spec.name: spec.asset_key for spec in specs}
     return [
         AssetCheckResult(
             check_name=o.name,
             asset_key=asset_of[o.name],
             passed=o.passed,
-            severity=AssetCheckSeverity.ERROR,
+            severity=AssetCheckSeverity.ERROR if o.severity == "ERROR" else AssetCheckSeverity.WARN,
             description=o.description,
-            metadata={
-                k: MetadataValue.json(v) if isinstance(v, dict | list) else v for k, v in o.metadata.items()
-            },
+            metadata={k: _metadata_value(v) for k, v in o.metadata.items() if v is not None},
         )
         for o in outcomes
     ]
 
 
 def failed_gate(failed: GateFailed, specs: Iterable[AssetCheckSpec]) -> Iterator[AssetCheckResult]:
-    """Report every check of a step whose gate failed, then fail the step (nothing was published)."""
+    """Report every check of a step whose gate failed, then fail the step (nothing was published).
+
+    The step's failure names the checks, the partition and the counts; downstream steps of
+    the run are skipped, and the models sensor does not build on the partition later.
+    """
     yield from check_results(failed.outcomes, specs)
     raise Failure(
         description=str(failed),
