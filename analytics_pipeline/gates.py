@@ -188,7 +188,9 @@ def volume_checks(policy: VolumePolicy, rows: int, history: dict[str, int]) -> l
         )
         collapsed, in_band = False, True
     else:
-        band_text = f"{rows} rows; median of the previous {len(history)} partitions {median}, band [{low}, {high}]"
+        band_text = (
+            f"{rows} rows; median of the previous {len(history)} partitions {median}, band [{low}, {high}]"
+        )
         collapsed = rows == 0
         in_band = low is not None and high is not None and low <= rows <= high
     return [

@@ -50,14 +50,18 @@ def synthesise_raw(con: duckdb.DuckDBPyConnection, n: int, day: str, path: str) 
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--events-per-day", type=int, default=1_000_000)
     parser.add_argument("--memory-limit", default="4GB")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--data-dir", default=None)
     args = parser.parse_args()
     data_dir = args.data_dir or tempfile.mkdtemp(prefix="bench-gates-")
-    settings = PipelineSettings(data_dir=data_dir, duckdb_memory_limit=args.memory_limit, duckdb_threads=args.threads)
+    settings = PipelineSettings(
+        data_dir=data_dir, duckdb_memory_limit=args.memory_limit, duckdb_threads=args.threads
+    )
     warehouse = Warehouse(settings.warehouse_path)
     target = date(2025, 3, 10)
     day = target.isoformat()
@@ -74,7 +78,9 @@ def main() -> None:
         if other == day:
             continue
         staged = warehouse.staging_file("events", other, "bench")
-        con.execute(SYNTH.format(n=neighbour_n, seed=seed, day=other, persons=max(neighbour_n // 25, 10), path=staged))
+        con.execute(
+            SYNTH.format(n=neighbour_n, seed=seed, day=other, persons=max(neighbour_n // 25, 10), path=staged)
+        )
         warehouse.publish(staged, "events", other, 1)
     raw_staged = warehouse.staging_file(RAW_TABLE, day, "bench")
     synthesise_raw(con, args.events_per_day, day, str(raw_staged))
