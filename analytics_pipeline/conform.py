@@ -167,7 +167,7 @@ def build_events_day(settings: PipelineSettings, day: str, publish: bool = True)
         for link in snapshot:
             link.unlink(missing_ok=True)
 
-    gate = audit(warehouse, EVENTS_TABLE, day, events_staged)  # checks/suites/events.yml
+    gate = audit(warehouse, EVENTS_TABLE, day, events_staged, settings.suites_path)  # suites/events.yml
     checks += gate.outcomes
     result = EventsResult(day, counts, checks, gate_duration_s=gate.duration_s)
     if any(c.blocks for c in checks):

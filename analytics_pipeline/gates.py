@@ -23,6 +23,7 @@ import pyarrow.parquet as pq
 from analytics_pipeline.quality import CheckOutcome
 from analytics_pipeline.storage import Warehouse
 from analytics_pipeline.suites import (
+    SUITES_DIR,
     SchemaDriftPolicy,
     VolumePolicy,
     columns_needed,
@@ -81,9 +82,9 @@ class Audit:
         return [c for c in self.outcomes if c.blocks]
 
 
-def planned_checks(asset: str) -> list[PlannedCheck]:
+def planned_checks(asset: str, suites_dir: Path = SUITES_DIR) -> list[PlannedCheck]:
     """The checks ``audit`` reports for this asset, known before anything runs."""
-    suite = suite_for(asset)
+    suite = suite_for(asset, suites_dir)
     if suite is None:
         return []
     planned = [PlannedCheck(e.check_name, e.description, e.severity) for e in suite.expectations]
@@ -129,10 +130,12 @@ def suite_parameters(day: str | None) -> dict[str, Any]:
     }
 
 
-def audit(warehouse: Warehouse, table: str, day: str | None, staged: Path) -> Audit:
+def audit(
+    warehouse: Warehouse, table: str, day: str | None, staged: Path, suites_dir: Path = SUITES_DIR
+) -> Audit:
     """Every gate of ``table``'s suite, run on the staged file (nothing published yet)."""
     started = time.perf_counter()
-    suite = suite_for(table)
+    suite = suite_for(table, suites_dir)
     if suite is None:
         return Audit([], 0.0)
     outcomes = []

@@ -315,7 +315,7 @@ def build_model(settings: PipelineSettings, spec: ModelSpec, day: str | None) ->
         outputs = [str(r[0]) for r in described.fetchall()]
     finally:
         con.close()
-    gate = audit(warehouse, spec.name, day if spec.partitioned else None, staged)  # checks/suites/
+    gate = audit(warehouse, spec.name, day if spec.partitioned else None, staged, settings.suites_path)
     if gate.failed:  # the staged file stays for inspection until the next build clears it
         raise GateFailed(spec.name, partition, gate.outcomes)
     published = warehouse.publish(staged, spec.name, partition, settings.versions_kept)

@@ -39,6 +39,9 @@ class PipelineSettings(ConfigurableResource):  # type: ignore[misc]
     schemas_dir: str = Field(
         default="", description="Event JSON Schemas; empty means the project's assets/events."
     )
+    suites_dir: str = Field(
+        default="", description="Expectation suites (one YAML per asset); empty means checks/suites."
+    )
 
     @classmethod
     def from_env(cls, **overrides: object) -> PipelineSettings:
@@ -71,6 +74,12 @@ class PipelineSettings(ConfigurableResource):  # type: ignore[misc]
         if self.schemas_dir:
             return Path(self.schemas_dir).resolve()
         return PROJECT_ROOT / "assets" / "events"
+
+    @property
+    def suites_path(self) -> Path:
+        if self.suites_dir:
+            return Path(self.suites_dir).resolve()
+        return PROJECT_ROOT / "checks" / "suites"
 
     def connect(self) -> duckdb.DuckDBPyConnection:
         """An in-process DuckDB connection configured for this step.

@@ -10,10 +10,12 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import yaml
 
 from analytics_pipeline.models import ModelResult, ModelSpec, affected_partitions, build_model, load_models
 from analytics_pipeline.settings import PROJECT_ROOT, PipelineSettings
 from analytics_pipeline.storage import Warehouse
+from analytics_pipeline.suites import SUITES_DIR
 
 MODELS_DIR = PROJECT_ROOT / "assets" / "models"
 UTC = UTC
@@ -88,6 +90,20 @@ def write_events(
         con.close()
         warehouse.publish(staged, "events", day, settings.versions_kept)
     return sorted(by_day)
+
+
+def suites_without_volume_gates(directory: Path) -> Path:
+    """The project's suites with ``volume: false``, for tests of model semantics on arbitrary data.
+
+    Property tests draw days of wildly different sizes (52 events, then none), which the
+    volume gate rightly calls a collapse; the gate itself is tested in test_quality_gates.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    for suite in SUITES_DIR.glob("*.yml"):
+        raw = yaml.safe_load(suite.read_text())
+        raw["volume"] = False
+        (directory / suite.name).write_text(yaml.safe_dump(raw, sort_keys=False))
+    return directory
 
 
 def specs(models_dir: Path = MODELS_DIR) -> dict[str, ModelSpec]:

@@ -38,6 +38,7 @@ from analytics_pipeline.funnel_definitions import (
     load_funnels,
 )
 from analytics_pipeline.settings import PipelineSettings
+from analytics_pipeline.suites import SUITES_DIR
 from tests.model_fixtures import MODELS_DIR, event, read_table, write_events
 
 UTC = UTC
@@ -104,6 +105,12 @@ def make_models_dir(root: Path) -> Path:
     shutil.copy(RETENTION_SQL, directory / "retention.sql")
     (directory / "identities.sql").write_text(STAND_IN_IDENTITIES)
     (directory / "persons.sql").write_text(STAND_IN_PERSONS)
+    # the project's suites, but not those of the two stand-ins (their columns differ)
+    suites = root / "suites"
+    suites.mkdir(exist_ok=True)
+    for suite in SUITES_DIR.glob("*.yml"):
+        if suite.stem not in ("identities", "persons"):
+            shutil.copy(suite, suites / suite.name)
     return directory
 
 
@@ -126,6 +133,7 @@ def build(
     """person_events for the published event days; persons for every day of the range (it
     reads its previous partition); then the targets for every day, after all data landed."""
     specs = {s.name: s for s in models.load_models(models_dir)}
+    settings = settings.model_copy(update={"suites_dir": str(models_dir.parent / "suites")})
     every = day_span(days)
     for day in every:
         if day in days:

@@ -34,7 +34,14 @@ from analytics_pipeline.models import (
 )
 from analytics_pipeline.settings import PipelineSettings
 from analytics_pipeline.storage import Warehouse
-from tests.model_fixtures import MODELS_DIR, day_range, event, read_table, write_events
+from tests.model_fixtures import (
+    MODELS_DIR,
+    day_range,
+    event,
+    read_table,
+    suites_without_volume_gates,
+    write_events,
+)
 
 UTC = UTC
 GAP = timedelta(seconds=1800)
@@ -178,7 +185,10 @@ def at(day: str, hh: int, mm: int = 0, ss: int = 0, us: int = 0) -> datetime:
 
 
 def new_settings(tmp_path: Path) -> PipelineSettings:
-    return PipelineSettings(data_dir=str(tmp_path / "data"), duckdb_memory_limit="1GB", duckdb_threads=2)
+    return PipelineSettings(
+        data_dir=str(tmp_path / "data"), duckdb_memory_limit="1GB", duckdb_threads=2,
+        suites_dir=str(suites_without_volume_gates(tmp_path / "suites")),
+    )  # fmt: skip
 
 
 D0, D1, D2, D3 = "2025-01-10", "2025-01-11", "2025-01-12", "2025-01-13"

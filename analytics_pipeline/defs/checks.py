@@ -16,6 +16,10 @@ from analytics_pipeline.conform import EVENTS_TABLE
 from analytics_pipeline.defs.partitions import daily_partitions
 from analytics_pipeline.gates import PlannedCheck, planned_checks
 from analytics_pipeline.ingestion import QUARANTINE_TABLE, RAW_TABLE
+from analytics_pipeline.settings import PipelineSettings
+
+# the suites the steps will run: the same settings the definitions' resource reads
+SUITES_DIR = PipelineSettings.from_env().suites_path
 
 SQL_CHECKS: dict[str, list[PlannedCheck]] = {
     RAW_TABLE: [
@@ -68,5 +72,5 @@ def check_specs(asset: str, partitioned: bool = True) -> list[AssetCheckSpec]:
                 description=f"[{check.severity}] {check.description}",
                 partitions_def=daily_partitions if partitioned else None,
             )
-            for check in SQL_CHECKS.get(asset, []) + planned_checks(asset)
+            for check in SQL_CHECKS.get(asset, []) + planned_checks(asset, SUITES_DIR)
         ]

@@ -86,7 +86,6 @@ def ingest_landing_day(context: AssetExecutionContext, settings: PipelineSetting
         f"{counts['quarantined_lines']} lines quarantined {counts['quarantined_by_reason']}"
     )
     refresh_catalog(Warehouse(settings.warehouse_path))
-    yield from check_results(result.raw_checks + result.quarantine_checks, INGESTION_CHECKS)
     shared = {**count_metadata(counts), "duration_s": round(result.duration_s, 3)}
     yield MaterializeResult(
         asset_key=RAW_TABLE,
@@ -110,3 +109,4 @@ def ingest_landing_day(context: AssetExecutionContext, settings: PipelineSetting
             **publish_metadata(result.published[LEDGER_TABLE], counts["files"], LEDGER_COLUMNS),
         },
     )
+    yield from check_results(result.raw_checks + result.quarantine_checks, INGESTION_CHECKS)

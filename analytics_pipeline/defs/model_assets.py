@@ -72,7 +72,6 @@ def model_asset(spec: ModelSpec) -> AssetsDefinition:
             f"{spec.name} {day or ''}: {result.rows} rows in {result.duration_s:.2f}s "
             f"(gates {result.gate_duration_s:.2f}s)"
         )
-        yield from check_results(result.checks, checks)
         yield MaterializeResult(
             metadata={
                 **publish_metadata(result.published, result.rows, spec.columns),
@@ -87,6 +86,7 @@ def model_asset(spec: ModelSpec) -> AssetsDefinition:
                 "gate_duration_s": round(result.gate_duration_s, 3),
             }
         )
+        yield from check_results(result.checks, checks)  # they audited what was just published
 
     return _build
 
