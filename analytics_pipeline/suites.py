@@ -25,6 +25,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import yaml
 from great_expectations.data_context.types.base import ProgressBarsConfig
+from great_expectations.execution_engine import pandas_execution_engine
 from great_expectations.expectations.expectation_configuration import ExpectationConfiguration
 
 from analytics_pipeline.quality import CheckOutcome
@@ -229,6 +230,10 @@ def read_frame(path: Path, columns: Iterable[str] | None) -> pd.DataFrame:
 def _validator_factory() -> Any:
     """One ephemeral GX context and pandas batch definition per process."""
     logging.getLogger("great_expectations").setLevel(logging.ERROR)
+    # GX fingerprints every pandas batch under 1 GB by hashing all of it (about half of a
+    # 1M-row audit); the fingerprint only labels stored results, which an ephemeral
+    # context never keeps.
+    pandas_execution_engine.HASH_THRESHOLD = 0
     context = gx.get_context(mode="ephemeral")
     context.variables.progress_bars = ProgressBarsConfig(globally=False)
     source = context.data_sources.add_pandas("staged_partitions")
