@@ -19,18 +19,23 @@ from __future__ import annotations
 
 import argparse
 import resource
-import tempfile
 import time
-from datetime import date, timedelta
+from datetime import date
 
 import duckdb
-from bench_models import SYNTH  # type: ignore[import-not-found]
+from bench_models import (  # type: ignore[import-not-found]
+    SYNTH,
+    add_arguments,
+    bench_settings,
+    publish_events,
+    window_days,
+)
 
 from analytics_pipeline.conform import build_events_day
 from analytics_pipeline.ingestion import RAW_TABLE
 from analytics_pipeline.models import build_model, load_models
 from analytics_pipeline.parsing import RAW_EVENT_COLUMNS
-from analytics_pipeline.settings import PROJECT_ROOT, PipelineSettings
+from analytics_pipeline.settings import PROJECT_ROOT
 from analytics_pipeline.storage import Warehouse
 
 
@@ -53,22 +58,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--events-per-day", type=int, default=1_000_000)
-    parser.add_argument("--memory-limit", default="4GB")
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--data-dir", default=None)
+    add_arguments(parser, memory_limit="4GB")
     args = parser.parse_args()
-    data_dir = args.data_dir or tempfile.mkdtemp(prefix="bench-gates-")
-    settings = PipelineSettings(
-        data_dir=data_dir, duckdb_memory_limit=args.memory_limit, duckdb_threads=args.threads
-    )
+    settings = bench_settings(args, "bench-gates-")
+    data_dir = settings.data_dir
     warehouse = Warehouse(settings.warehouse_path)
     target = date(2025, 3, 10)
     day = target.isoformat()
     specs = load_models(PROJECT_ROOT / "assets" / "models")
-    reach = max([abs(w.start) for s in specs for w in s.upstreams.values() if not w.latest] + [1])
-    ahead = max([w.end for s in specs for w in s.upstreams.values() if not w.latest] + [1])
-    days = [(target + timedelta(days=k)).isoformat() for k in range(-reach, ahead + 1)]
+    days = window_days(specs, target)
     neighbour_n = max(args.events_per_day // 100, 1000)
 
     started = time.perf_counter()
@@ -77,11 +75,7 @@ def main() -> None:
     for seed, other in enumerate(days):
         if other == day:
             continue
-        staged = warehouse.staging_file("events", other, "bench")
-        con.execute(
-            SYNTH.format(n=neighbour_n, seed=seed, day=other, persons=max(neighbour_n // 25, 10), path=staged)
-        )
-        warehouse.publish(staged, "events", other, 1)
+        publish_events(con, warehouse, other, neighbour_n, seed)
     raw_staged = warehouse.staging_file(RAW_TABLE, day, "bench")
     synthesise_raw(con, args.events_per_day, day, str(raw_staged))
     warehouse.publish(raw_staged, RAW_TABLE, day, 1)

@@ -18,7 +18,7 @@ from datetime import date, timedelta
 
 import duckdb
 
-from analytics_pipeline.models import build_model, load_models
+from analytics_pipeline.models import ModelSpec, build_model, load_models
 from analytics_pipeline.settings import PROJECT_ROOT, PipelineSettings
 from analytics_pipeline.storage import Warehouse
 
@@ -50,34 +50,52 @@ COPY (
 """
 
 
+def add_arguments(parser: argparse.ArgumentParser, memory_limit: str) -> None:
+    parser.add_argument("--events-per-day", type=int, default=1_000_000)
+    parser.add_argument("--memory-limit", default=memory_limit)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--data-dir", default=None)
+
+
+def bench_settings(args: argparse.Namespace, prefix: str) -> PipelineSettings:
+    data_dir = args.data_dir or tempfile.mkdtemp(prefix=prefix)
+    return PipelineSettings(
+        data_dir=data_dir, duckdb_memory_limit=args.memory_limit, duckdb_threads=args.threads
+    )
+
+
+def window_days(specs: list[ModelSpec], target: date) -> list[str]:
+    """Every day some model's window reads around ``target``."""
+    reach = max([abs(w.start) for s in specs for w in s.upstreams.values() if not w.latest] + [1])
+    ahead = max([w.end for s in specs for w in s.upstreams.values() if not w.latest] + [1])
+    return [(target + timedelta(days=k)).isoformat() for k in range(-reach, ahead + 1)]
+
+
+def publish_events(con: duckdb.DuckDBPyConnection, warehouse: Warehouse, day: str, n: int, seed: int) -> None:
+    staged = warehouse.staging_file("events", day, "bench")
+    con.execute(SYNTH.format(n=n, seed=seed, day=day, persons=max(n // 25, 10), path=staged))
+    warehouse.publish(staged, "events", day, 1)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--events-per-day", type=int, default=1_000_000)
-    parser.add_argument("--memory-limit", default="2GB")
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--data-dir", default=None)
+    add_arguments(parser, memory_limit="2GB")
     args = parser.parse_args()
-    data_dir = args.data_dir or tempfile.mkdtemp(prefix="bench-models-")
-    settings = PipelineSettings(
-        data_dir=data_dir, duckdb_memory_limit=args.memory_limit, duckdb_threads=args.threads
-    )
+    settings = bench_settings(args, "bench-models-")
+    data_dir = settings.data_dir
     warehouse = Warehouse(settings.warehouse_path)
     target = date(2025, 3, 10)
     specs = load_models(PROJECT_ROOT / "assets" / "models")
-    reach = max([abs(w.start) for s in specs for w in s.upstreams.values() if not w.latest] + [1])
-    ahead = max([w.end for s in specs for w in s.upstreams.values() if not w.latest] + [1])
-    days = [(target + timedelta(days=k)).isoformat() for k in range(-reach, ahead + 1)]
+    days = window_days(specs, target)
     neighbour_n = max(args.events_per_day // 100, 1000)  # neighbours are light, the target day is full
     started = time.perf_counter()
     con = duckdb.connect(config={"memory_limit": args.memory_limit, "threads": args.threads})
     con.execute("SET TimeZone = 'UTC'")
     for seed, day in enumerate(days):
         n = args.events_per_day if day == target.isoformat() else neighbour_n
-        staged = warehouse.staging_file("events", day, "bench")
-        con.execute(SYNTH.format(n=n, seed=seed, day=day, persons=max(n // 25, 10), path=staged))
-        warehouse.publish(staged, "events", day, 1)
+        publish_events(con, warehouse, day, n, seed)
     con.close()
     print(f"synthesised events for {days[0]}..{days[-1]} ({args.events_per_day:,} on {target}) "
           f"in {time.perf_counter() - started:.1f}s")  # fmt: skip
