@@ -179,14 +179,12 @@ def test_policy_attaches_to_an_asset_and_warns_after_24h_fails_after_26h() -> No
     ]
 
 
-def test_model_assets_carry_the_policies_once_wired() -> None:
+def test_model_assets_carry_the_policies() -> None:
     """The models get ``freshness_policy=freshness_policy_for(spec.name)`` in model_assets.py."""
     from analytics_pipeline.freshness import freshness_policy_for
 
     graph = defs.resolve_asset_graph()
     attached = {name: graph.get(AssetKey(name)).freshness_policy for name in FINAL_MODELS}
-    if not any(attached.values()):
-        pytest.skip("model_assets.py does not pass freshness_policy= yet")
     assert attached == {name: freshness_policy_for(name) for name in FINAL_MODELS}
     assert graph.get(AssetKey("identities")).freshness_policy is None
 
