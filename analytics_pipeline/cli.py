@@ -87,6 +87,7 @@ def run_days(settings: PipelineSettings, days: list[str], echo: bool = True) -> 
     warehouse = Warehouse(settings.warehouse_path)
     last_complete = (date.today() - timedelta(days=1)).isoformat()
     ok = True
+    evaluations: list[Any] = []
     changed_event_days: set[str] = set()
     incomplete = [d for d in days if d > last_complete]
     if incomplete:
@@ -96,6 +97,7 @@ def run_days(settings: PipelineSettings, days: list[str], echo: bool = True) -> 
             partition_key=day, instance=instance, resources=resources, raise_on_error=False, run_config=quiet
         )
         ok &= result.success
+        evaluations += result.get_asset_check_evaluations()
         if not result.success:
             print(f"nightly_job {day} FAILED: {_failure(result)}", file=sys.stderr)
             continue
@@ -107,6 +109,7 @@ def run_days(settings: PipelineSettings, days: list[str], echo: bool = True) -> 
                 raise_on_error=False, run_config=quiet,
             )  # fmt: skip
             ok &= late_result.success
+            evaluations += late_result.get_asset_check_evaluations()
         if echo:
             tail = f"; late events rebuilt {', '.join(rebuilt)}" if rebuilt else ""
             print(f"nightly_job {day}: ok{tail}", flush=True)
@@ -122,10 +125,23 @@ def run_days(settings: PipelineSettings, days: list[str], echo: bool = True) -> 
             raise_on_error=False, run_config=quiet, tags={"analytics/plan": job_name},
         )  # fmt: skip
         ok &= model_result.success
+        evaluations += model_result.get_asset_check_evaluations()
         if echo:
             status = "ok" if model_result.success else f"FAILED: {_failure(model_result)}"
             print(f"{job_name} {partition or ''} {', '.join(names)}: {status}", flush=True)
+    if echo:
+        print(_gates_line(evaluations), flush=True)
     return ok
+
+
+def _gates_line(evaluations: list[Any]) -> str:
+    """One line on the quality gates of these runs: how many ran, what failed and how badly."""
+    failed = [e for e in evaluations if not e.passed]
+    blocking = [e for e in failed if e.severity.value == "ERROR"]
+    warned = sorted({f"{e.asset_key.to_user_string()}.{e.check_name}" for e in failed if e not in blocking})
+    line = f"Quality gates: {len(evaluations)} check results, {len(blocking)} blocking failures"
+    line += f", warnings on {', '.join(warned)}" if warned else ", no warnings"
+    return line + " (per partition in the UI: asset > Checks)"
 
 
 def _failure(result: Any) -> str:

@@ -42,6 +42,8 @@ def test_demo_command_runs_the_pipeline_and_reconciles(tmp_path: Path) -> None:
     reconciliation = next(line for line in out.splitlines() if line.startswith("Reconciliation:"))
     assert reconciliation.endswith("OK"), reconciliation
     assert "dagster dev -w workspace.yaml" in out
+    gates = next(line for line in out.splitlines() if line.startswith("Quality gates:"))
+    assert ", 0 blocking failures" in gates and int(gates.split()[2]) > 100, gates
     warehouse = Warehouse(tmp_path / "data" / "warehouse")
     assert len(warehouse.published_days("events")) >= 2
     assert "From the models" in out and "Day-1 retention" in out and "DAU on" in out
