@@ -77,7 +77,7 @@ def run_days(settings: PipelineSettings, days: list[str], echo: bool = True) -> 
     from dagster import AssetsDefinition, DagsterInstance, materialize
 
     from analytics_pipeline.definitions import defs
-    from analytics_pipeline.defs.jobs import late_window_days_for, model_rebuilds
+    from analytics_pipeline.defs.jobs import late_window_days_for, model_rebuilds, skip_message
 
     instance = DagsterInstance.get()
     resources = {"settings": settings}
@@ -117,7 +117,7 @@ def run_days(settings: PipelineSettings, days: list[str], echo: bool = True) -> 
     all_assets = [a for a in defs.assets or [] if isinstance(a, AssetsDefinition)]
 
     def report_skip(name: str, day: str | None, failed: dict[tuple[str, str], list[str]]) -> None:
-        print(f"not rebuilding {name} {day or ''}: upstream blocking checks failed {failed}", file=sys.stderr)
+        print(skip_message(name, day, failed), file=sys.stderr)
 
     for job_name, partition, names in model_rebuilds(changed_event_days, warehouse, instance, report_skip):
         model_result = materialize(

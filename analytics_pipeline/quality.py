@@ -91,43 +91,6 @@ def accepted_types(con: duckdb.DuckDBPyConnection, relation: str, name: str) -> 
     )
 
 
-def unique_key(con: duckdb.DuckDBPyConnection, relation: str, key: str, name: str) -> CheckOutcome:
-    row = con.execute(
-        f"SELECT count(*) FILTER (WHERE {key} IS NULL), count({key}) - count(DISTINCT {key}) FROM {relation}"
-    ).fetchone()
-    nulls, repeats = (int(row[0]), int(row[1])) if row else (0, 0)
-    samples = (
-        _samples(con, f"SELECT {key} FROM {relation} GROUP BY {key} HAVING count(*) > 1 ORDER BY {key}")
-        if repeats
-        else []
-    )
-    passed = nulls == 0 and repeats == 0
-    return CheckOutcome(
-        name,
-        passed,
-        "unique and not null" if passed else f"{nulls} null and {repeats} repeated {key} values",
-        {"null_keys": nulls, "repeated_keys": repeats, "sample_ids": samples},
-    )
-
-
-def within_day(
-    con: duckdb.DuckDBPyConnection, relation: str, column: str, day: str, name: str
-) -> CheckOutcome:
-    where = (
-        f"{column} IS NULL OR {column} < TIMESTAMPTZ '{day} 00:00:00+00' "
-        f"OR {column} >= TIMESTAMPTZ '{day} 00:00:00+00' + INTERVAL 1 DAY"
-    )
-    bad = con.execute(f"SELECT count(*) FROM {relation} WHERE {where}").fetchone()
-    count = int(bad[0]) if bad else 0
-    samples = _samples(con, f"SELECT message_id FROM {relation} WHERE {where}") if count else []
-    return CheckOutcome(
-        name,
-        count == 0,
-        f"{count} rows with {column} outside [{day}, next day)" if count else f"every {column} is on {day}",
-        {"rows_outside_partition": count, "sample_ids": samples},
-    )
-
-
 def reconciliation(name: str, read: int, parts: Mapping[str, int]) -> CheckOutcome:
     """What was read equals the sum of where it went, exactly."""
     accounted = sum(parts.values())

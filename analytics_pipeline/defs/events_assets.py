@@ -34,7 +34,7 @@ CONFLICT_COLUMNS = {
     "raw_line": "The losing copy's original line.",
 }
 
-EVENTS_CHECKS = check_specs(EVENTS_TABLE) + check_specs(CONFLICTS_TABLE)
+EVENTS_CHECKS = check_specs(EVENTS_TABLE)  # event_id_conflicts has none of its own
 
 
 @multi_asset(

@@ -138,13 +138,16 @@ def failed_blocking_checks(
 def _upstream_partitions(spec: ModelSpec, day: str | None, warehouse: Warehouse) -> dict[str, set[str]]:
     upstream: dict[str, set[str]] = {}
     for table, window in spec.upstreams.items():
-        published = warehouse.published_days(table)
         if window.latest or day is None:
-            chosen = [d for d in published if day is None or d <= day][-1:]
-        else:
-            chosen = window.days(day)
-        upstream[table] = set(chosen)
+            published = warehouse.published_days(table)
+            upstream[table] = set([d for d in published if day is None or d <= day][-1:])
+        else:  # every day of the window: a day whose first build failed its gate is not published
+            upstream[table] = set(window.days(day))
     return upstream
+
+
+def skip_message(name: str, day: str | None, failed: dict[tuple[str, str], list[str]]) -> str:
+    return f"not rebuilding {name} {day or ''}: upstream blocking checks failed {failed}"
 
 
 def model_rebuilds(
@@ -198,7 +201,7 @@ def models_sensor(context: RunStatusSensorContext, settings: PipelineSettings) -
     warehouse = Warehouse(settings.warehouse_path)
 
     def log_skip(name: str, day: str | None, failed: dict[tuple[str, str], list[str]]) -> None:
-        context.log.warning(f"not rebuilding {name} {day or ''}: upstream blocking checks failed {failed}")
+        context.log.warning(skip_message(name, day, failed))
 
     runs = model_rebuilds({event_day}, warehouse, context.instance, on_skip=log_skip)
     for position, (job_name, day, names) in enumerate(runs):
