@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from analytics_pipeline.settings import PipelineSettings
-from analytics_pipeline.storage import Warehouse
+from analytics_pipeline.warehouse.storage import Warehouse
 
 # The instance settings the demo writes into a new DAGSTER_HOME: model runs launched by
 # models_sensor touch running snapshots, so they queue one at a time, in order.
@@ -29,11 +29,11 @@ def _settings(args: argparse.Namespace) -> PipelineSettings:
     overrides: dict[str, object] = {}
     if getattr(args, "data_dir", None):
         overrides["data_dir"] = args.data_dir
-    return PipelineSettings.from_env(**overrides)
+    return PipelineSettings(**overrides)  # type: ignore[arg-type]
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    from analytics_pipeline.generator import generate
+    from analytics_pipeline.sample_data.generator import generate
 
     settings = _settings(args)
     # by default the last arrival folder (late data lands up to ~7 days on) is yesterday
@@ -77,7 +77,9 @@ def run_days(settings: PipelineSettings, days: list[str], echo: bool = True) -> 
     from dagster import AssetsDefinition, DagsterInstance, materialize
 
     from analytics_pipeline.definitions import defs
-    from analytics_pipeline.defs.jobs import late_window_days_for, model_rebuilds, skip_message
+    from analytics_pipeline.defs.models import model_specs
+    from analytics_pipeline.events.late_window import event_days_to_rebuild
+    from analytics_pipeline.models.plan import Blocked, plan_rebuilds, skip_message
 
     instance = DagsterInstance.get()
     resources = {"settings": settings}
@@ -101,7 +103,7 @@ def run_days(settings: PipelineSettings, days: list[str], echo: bool = True) -> 
         if not result.success:
             print(f"nightly_job {day} FAILED: {_failure(result)}", file=sys.stderr)
             continue
-        rebuilt = late_window_days_for(day, settings.late_window_days, warehouse)
+        rebuilt = event_days_to_rebuild(day, settings.late_window_days, warehouse)
         changed_event_days.update([day, *rebuilt])
         for event_day in rebuilt:
             late_result = late.execute_in_process(
@@ -116,19 +118,19 @@ def run_days(settings: PipelineSettings, days: list[str], echo: bool = True) -> 
     # what models_sensor does after each run, once for all the changed dates
     all_assets = [a for a in defs.assets or [] if isinstance(a, AssetsDefinition)]
 
-    def report_skip(name: str, day: str | None, failed: dict[tuple[str, str], list[str]]) -> None:
-        print(skip_message(name, day, failed), file=sys.stderr)
+    def report_skip(name: str, day: str | None, blocked: Blocked) -> None:
+        print(skip_message(name, day, blocked), file=sys.stderr)
 
-    for job_name, partition, names in model_rebuilds(changed_event_days, warehouse, instance, report_skip):
+    for run in plan_rebuilds(model_specs, changed_event_days, warehouse, report_skip):
         model_result = materialize(
-            all_assets, selection=names, partition_key=partition, instance=instance, resources=resources,
-            raise_on_error=False, run_config=quiet, tags={"analytics/plan": job_name},
+            all_assets, selection=run.models, partition_key=run.partition, instance=instance,
+            resources=resources, raise_on_error=False, run_config=quiet, tags={"analytics/plan": run.job},
         )  # fmt: skip
         ok &= model_result.success
         evaluations += model_result.get_asset_check_evaluations()
         if echo:
             status = "ok" if model_result.success else f"FAILED: {_failure(model_result)}"
-            print(f"{job_name} {partition or ''} {', '.join(names)}: {status}", flush=True)
+            print(f"{run.job} {run.partition or ''} {', '.join(run.models)}: {status}", flush=True)
     if echo:
         print(_gates_line(evaluations), flush=True)
     return ok
@@ -166,7 +168,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_summary(args: argparse.Namespace) -> int:
-    from analytics_pipeline.summary import collect, headlines, render
+    from analytics_pipeline.warehouse.summary import collect, headlines, render
 
     settings = _settings(args)
     warehouse = Warehouse(settings.warehouse_path)
@@ -181,7 +183,7 @@ def cmd_summary(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from analytics_pipeline.catalog import catalog_path
+    from analytics_pipeline.warehouse.catalog import catalog_path
 
     os.environ.setdefault("DAGSTER_HOME", str(Path(".dagster_home").resolve()))
     home = Path(os.environ["DAGSTER_HOME"])

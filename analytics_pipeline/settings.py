@@ -1,27 +1,35 @@
-"""Pipeline settings: one place, overridable by ``ANALYTICS_*`` environment variables.
+"""Pipeline settings: one typed object, overridable by ``ANALYTICS_<FIELD>`` environment variables.
 
-The settings are a Dagster resource so that every asset receives them the same way
-and the UI shows the values a run used. ``PipelineSettings.from_env()`` is the only
-place that reads the environment.
+The only place the environment is read (pydantic-settings does it). The object is also
+the Dagster resource every asset receives, so the UI shows the values a run used, and
+the definitions are built from the same values the steps run with.
 """
 
 from __future__ import annotations
 
-import os
+from datetime import date
 from pathlib import Path
 from typing import Literal
 
 import duckdb
 from dagster import ConfigurableResource
-from pydantic import Field
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
-ENV_PREFIX = "ANALYTICS_"
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
-class PipelineSettings(ConfigurableResource):  # type: ignore[misc]
-    """Where the data lives and how DuckDB may use the machine."""
+def _project_path(*parts: str) -> str:
+    return str(PROJECT_ROOT.joinpath(*parts))
+
+
+class PipelineSettings(ConfigurableResource, BaseSettings):  # type: ignore[misc]
+    """Where the data and the project's definitions live, and how DuckDB may use the machine."""
+
+    model_config = SettingsConfigDict(env_prefix="ANALYTICS_", env_ignore_empty=True, extra="forbid")
 
     data_dir: str = Field(default="./data", description="Holds landing/ and warehouse/.")
+    partitions_start: str = Field(default="2024-01-01", description="First daily partition (YYYY-MM-DD).")
     late_window_days: int = Field(
         default=3, ge=0, le=60, description="Arrival days after the event date that still count."
     )
@@ -36,23 +44,26 @@ class PipelineSettings(ConfigurableResource):  # type: ignore[misc]
     versions_kept: int = Field(
         default=3, ge=1, description="Previous versions of a partition kept for rollback."
     )
-    schemas_dir: str = Field(
-        default="", description="Event JSON Schemas; empty means the project's assets/events."
+    event_schemas_dir: str = Field(
+        default=_project_path("assets", "events"), description="Event JSON Schemas, one file per event."
+    )
+    models_dir: str = Field(
+        default=_project_path("assets", "models"), description="Modeled tables, one SQL file each."
+    )
+    funnels_file: str = Field(
+        default=_project_path("assets", "funnels.yml"), description="Funnel definitions (a seed table)."
     )
     suites_dir: str = Field(
-        default="", description="Expectation suites (one YAML per asset); empty means checks/suites."
+        default=_project_path("checks", "suites"), description="Expectation suites, one YAML per asset."
+    )
+    freshness_file: str = Field(
+        default=_project_path("checks", "freshness.yml"), description="Freshness promises of final models."
     )
 
+    @field_validator("partitions_start")
     @classmethod
-    def from_env(cls, **overrides: object) -> PipelineSettings:
-        """Settings from ``ANALYTICS_<FIELD>`` variables, then explicit overrides."""
-        values: dict[str, object] = {}
-        for name in cls.model_fields:
-            raw = os.environ.get(ENV_PREFIX + name.upper())
-            if raw is not None and raw != "":
-                values[name] = raw
-        values.update(overrides)
-        return cls.model_validate(values)
+    def _iso_date(cls, value: str) -> str:
+        return date.fromisoformat(value).isoformat()
 
     # --- derived paths -------------------------------------------------------------
     @property
@@ -71,15 +82,23 @@ class PipelineSettings(ConfigurableResource):  # type: ignore[misc]
 
     @property
     def event_schemas_path(self) -> Path:
-        if self.schemas_dir:
-            return Path(self.schemas_dir).resolve()
-        return PROJECT_ROOT / "assets" / "events"
+        return Path(self.event_schemas_dir).resolve()
+
+    @property
+    def models_path(self) -> Path:
+        return Path(self.models_dir).resolve()
+
+    @property
+    def funnels_path(self) -> Path:
+        return Path(self.funnels_file).resolve()
 
     @property
     def suites_path(self) -> Path:
-        if self.suites_dir:
-            return Path(self.suites_dir).resolve()
-        return PROJECT_ROOT / "checks" / "suites"
+        return Path(self.suites_dir).resolve()
+
+    @property
+    def freshness_path(self) -> Path:
+        return Path(self.freshness_file).resolve()
 
     def connect(self) -> duckdb.DuckDBPyConnection:
         """An in-process DuckDB connection configured for this step.
@@ -100,11 +119,3 @@ class PipelineSettings(ConfigurableResource):  # type: ignore[misc]
         )
         con.execute("SET TimeZone = 'UTC'")
         return con
-
-
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-
-
-def late_window_days_from_env() -> int:
-    """The late window is needed when definitions load (for the partition mapping)."""
-    return PipelineSettings.from_env().late_window_days

@@ -15,7 +15,11 @@ from pathlib import Path
 
 import duckdb
 
-from analytics_pipeline.event_schemas import compile_version_sql, compile_violation_sql, load_event_schemas
+from analytics_pipeline.ingest.event_schemas import (
+    compile_version_sql,
+    compile_violation_sql,
+    load_event_schemas,
+)
 
 SCHEMA_DIR = Path(__file__).resolve().parents[1] / "assets" / "events"
 

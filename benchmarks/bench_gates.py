@@ -1,7 +1,7 @@
 """Gating cost: time spent in the quality gates of one N-event day, against that day's pipeline.
 
 Synthesises ``raw_events`` for one arrival day (N events, all dated that day) in DuckDB,
-then runs the real steps for that date: ``build_events_day`` (dedupe, then its SQL checks
+then runs the real steps for that date: ``dedupe_events_day`` (dedupe, then its SQL checks
 and the events suite) and every model (each audited before it is published), and prints
 per asset the step time and the part of it spent in gates (GX suite on pandas, volume,
 schema drift). The models' windows read neighbouring days, published directly with 1%
@@ -31,12 +31,13 @@ from bench_models import (  # type: ignore[import-not-found]
     window_days,
 )
 
-from analytics_pipeline.conform import build_events_day
-from analytics_pipeline.ingestion import RAW_TABLE
-from analytics_pipeline.models import build_model, load_models
-from analytics_pipeline.parsing import RAW_EVENT_COLUMNS
+from analytics_pipeline.events.dedupe import dedupe_events_day
+from analytics_pipeline.ingest.parsing import RAW_EVENT_COLUMNS
+from analytics_pipeline.models.build import build_model
+from analytics_pipeline.models.loader import load_models
 from analytics_pipeline.settings import PROJECT_ROOT
-from analytics_pipeline.storage import Warehouse
+from analytics_pipeline.warehouse.storage import Warehouse
+from analytics_pipeline.warehouse.tables import RAW_EVENTS
 
 
 def synthesise_raw(con: duckdb.DuckDBPyConnection, n: int, day: str, path: str) -> None:
@@ -76,16 +77,16 @@ def main() -> None:
         if other == day:
             continue
         publish_events(con, warehouse, other, neighbour_n, seed)
-    raw_staged = warehouse.staging_file(RAW_TABLE, day, "bench")
+    raw_staged = warehouse.staging_file(RAW_EVENTS, day, "bench")
     synthesise_raw(con, args.events_per_day, day, str(raw_staged))
-    warehouse.publish(raw_staged, RAW_TABLE, day, 1)
+    warehouse.publish(raw_staged, RAW_EVENTS, day, 1)
     con.close()
     print(f"synthesised raw_events {day} ({args.events_per_day:,} events) and neighbour events "
           f"{days[0]}..{days[-1]} in {time.perf_counter() - started:.1f}s")  # fmt: skip
     print(f"memory_limit={args.memory_limit} threads={args.threads} data={data_dir}")
 
     rows: list[tuple[str, float, float, int]] = []
-    events = build_events_day(settings, day)
+    events = dedupe_events_day(settings, day)
     rows.append(("events", events.duration_s, events.gate_duration_s, events.counts["events"]))
     for other in days:
         for spec in specs:

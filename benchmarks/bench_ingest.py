@@ -1,4 +1,4 @@
-"""Benchmark: one big day through ``ingest_arrival_day`` and ``build_events_day``.
+"""Benchmark: one big day through ``ingest_arrival_day`` and ``dedupe_events_day``.
 
 Why: the nightly run must keep up with the daily volume inside a fixed DuckDB memory
 limit. This generates one event day (plus the later arrival folders its late events
@@ -44,7 +44,7 @@ def maxrss_mib() -> float:
 
 def generate_child(landing: Path, events_per_day: int, gzip_files: bool) -> None:
     """Entry point of the generator child: print counts and timing as JSON."""
-    from analytics_pipeline.generator import generate
+    from analytics_pipeline.sample_data.generator import generate
 
     started = time.perf_counter()
     summary = generate(landing, DAY, 1, events_per_day, gzip_files=gzip_files)
@@ -155,10 +155,10 @@ def main(argv: list[str] | None = None) -> int:
         )  # fmt: skip
         gen = json.loads(child.stdout.strip().splitlines()[-1])
 
-        from analytics_pipeline.conform import build_events_day
-        from analytics_pipeline.ingestion import ingest_arrival_day
+        from analytics_pipeline.events.dedupe import dedupe_events_day
+        from analytics_pipeline.ingest.arrival_day import ingest_arrival_day
         from analytics_pipeline.settings import PipelineSettings
-        from analytics_pipeline.storage import PublishResult
+        from analytics_pipeline.warehouse.storage import PublishResult
 
         settings = PipelineSettings(
             data_dir=str(data_dir), duckdb_memory_limit=args.memory_limit, duckdb_threads=args.threads
@@ -180,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
         rss_after_ingest = maxrss_mib()
 
         started = time.perf_counter()
-        events = build_events_day(settings, DAY.isoformat())
+        events = dedupe_events_day(settings, DAY.isoformat())
         events_s = time.perf_counter() - started
         published.extend(events.published.values())
 

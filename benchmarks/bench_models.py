@@ -18,9 +18,10 @@ from datetime import date, timedelta
 
 import duckdb
 
-from analytics_pipeline.models import ModelSpec, build_model, load_models
+from analytics_pipeline.models.build import build_model
+from analytics_pipeline.models.loader import ModelSpec, load_models
 from analytics_pipeline.settings import PROJECT_ROOT, PipelineSettings
-from analytics_pipeline.storage import Warehouse
+from analytics_pipeline.warehouse.storage import Warehouse
 
 SYNTH = """
 COPY (

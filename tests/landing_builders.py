@@ -16,7 +16,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from analytics_pipeline.ingestion import IngestResult, ingest_arrival_day
+from analytics_pipeline.ingest.arrival_day import IngestResult, ingest_arrival_day
 from analytics_pipeline.settings import PipelineSettings
 
 DAY = "2024-03-10"  # the arrival day every test lands its files in

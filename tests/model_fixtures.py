@@ -12,12 +12,14 @@ from typing import Any
 import duckdb
 import yaml
 
-from analytics_pipeline.models import ModelResult, ModelSpec, affected_partitions, build_model, load_models
-from analytics_pipeline.settings import PROJECT_ROOT, PipelineSettings
-from analytics_pipeline.storage import Warehouse
-from analytics_pipeline.suites import SUITES_DIR
+from analytics_pipeline.models.build import ModelResult, build_model
+from analytics_pipeline.models.loader import ModelSpec, load_models
+from analytics_pipeline.models.plan import affected_partitions
+from analytics_pipeline.settings import PipelineSettings
+from analytics_pipeline.warehouse.storage import Warehouse
 
-MODELS_DIR = PROJECT_ROOT / "assets" / "models"
+MODELS_DIR = PipelineSettings().models_path
+SUITES_DIR = PipelineSettings().suites_path
 UTC = UTC
 
 EVENTS_DDL = """

@@ -31,10 +31,11 @@ from typing import Any
 import duckdb
 import pytest
 
-from analytics_pipeline.generator import FaultRates, generate
-from analytics_pipeline.ingestion import RAW_TABLE, ingest_arrival_day
+from analytics_pipeline.ingest.arrival_day import ingest_arrival_day
+from analytics_pipeline.sample_data.generator import FaultRates, generate
 from analytics_pipeline.settings import PipelineSettings
-from analytics_pipeline.storage import PUBLISHED_FILE, STAGING_DIR, Warehouse
+from analytics_pipeline.warehouse.storage import PUBLISHED_FILE, STAGING_DIR, Warehouse
+from analytics_pipeline.warehouse.tables import RAW_EVENTS
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "scripts"))
 from publish_loop import checksum_sql, version_sql  # noqa: E402
@@ -43,7 +44,7 @@ SCRIPT = Path(__file__).resolve().parent / "scripts" / "publish_loop.py"
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 DAY = "2025-04-02"
 ROWS = 200_000
-TABLE = RAW_TABLE  # the killed process writes the partition a normal ingest run writes next
+TABLE = RAW_EVENTS  # the killed process writes the partition a normal ingest run writes next
 KILL_DELAYS_S = (0.05, 0.3, 0.6, 1.0, 1.5)
 WAIT_S = 60.0  # only guards against a hung child; never an assertion about speed
 

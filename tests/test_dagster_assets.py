@@ -14,17 +14,16 @@ from dagster import (
     materialize,
 )
 
-from analytics_pipeline.catalog import catalog_path
 from analytics_pipeline.definitions import defs
-from analytics_pipeline.defs.events_assets import conform_events_day
-from analytics_pipeline.defs.ingestion_assets import ingest_landing_day
-from analytics_pipeline.defs.jobs import late_window_sensor, nightly_schedule
-from analytics_pipeline.generator import FaultRates, generate
+from analytics_pipeline.defs.events import dedupe_events_day, late_window_sensor, nightly_schedule
+from analytics_pipeline.defs.ingest import ingest_arrival_day
+from analytics_pipeline.sample_data.generator import FaultRates, generate
 from analytics_pipeline.settings import PipelineSettings
-from analytics_pipeline.storage import Warehouse
+from analytics_pipeline.warehouse.catalog import catalog_path
+from analytics_pipeline.warehouse.storage import Warehouse
 from tests.conftest import message, query, write_lines
 
-ASSETS = [ingest_landing_day, conform_events_day]
+ASSETS = [ingest_arrival_day, dedupe_events_day]
 DAY = "2025-01-10"
 
 
@@ -54,7 +53,7 @@ def test_definitions_graph_partitions_and_checks() -> None:
     checks = {c.name for c in graph.asset_check_keys}
     assert {"raw_reconciliation", "events_message_id_unique", "events_reconciliation",
             "events_timestamp_in_partition", "quarantine_reason_recorded"} <= checks  # fmt: skip
-    assert all(spec.blocking for spec in ingest_landing_day.check_specs)
+    assert all(spec.blocking for spec in ingest_arrival_day.check_specs)
     assert defs.resolve_job_def("nightly_job") and defs.resolve_job_def("late_window_job")
 
 
@@ -82,7 +81,7 @@ def test_materialize_generated_day_records_metadata_and_checks(
     assert columns["message_id"] == "VARCHAR" and columns["timestamp"] == "TIMESTAMP WITH TIME ZONE"
     evaluations = result.get_asset_check_evaluations()
     declared = {
-        (s.asset_key, s.name) for s in [*ingest_landing_day.check_specs, *conform_events_day.check_specs]
+        (s.asset_key, s.name) for s in [*ingest_arrival_day.check_specs, *dedupe_events_day.check_specs]
     }
     assert {(e.asset_key, e.check_name) for e in evaluations} == declared
     assert all(e.passed for e in evaluations)
@@ -135,7 +134,7 @@ def test_failed_gate_blocks_downstream_and_keeps_previous_version(
     con.close()
     tampered.replace(raw_file)
     result = materialize(
-        [conform_events_day], partition_key=DAY, resources={"settings": settings},
+        [dedupe_events_day], partition_key=DAY, resources={"settings": settings},
         instance=dagster_instance, raise_on_error=False,
     )  # fmt: skip
     assert not result.success
@@ -155,7 +154,7 @@ def test_failed_raw_gate_stops_events_in_the_same_run(
     settings: PipelineSettings, dagster_instance: DagsterInstance, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     write_lines(settings, DAY, "a.jsonl", [message(), message(messageId="m-2")])
-    import analytics_pipeline.ingestion as ingestion
+    import analytics_pipeline.ingest.arrival_day as ingestion
 
     real_select = ingestion.raw_events_select
     # A transform bug that drops a row: the reconciliation gate must catch it.
@@ -168,7 +167,7 @@ def test_failed_raw_gate_stops_events_in_the_same_run(
     assert failed == {"raw_reconciliation"}
     assert not result.get_asset_materialization_events()  # nothing published, events never ran
     steps = {e.step_key for e in result.all_events if e.event_type_value == "STEP_START"}
-    assert steps == {"ingest_landing_day"}
+    assert steps == {"ingest_arrival_day"}
     assert not Warehouse(settings.warehouse_path).partition_file("raw_events", DAY).exists()
 
 

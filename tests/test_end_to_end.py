@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from analytics_pipeline.storage import Warehouse
+from analytics_pipeline.warehouse.storage import Warehouse
 from tests.conftest import query
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -50,7 +50,7 @@ def test_demo_command_runs_the_pipeline_and_reconciles(tmp_path: Path) -> None:
     # the analysts' catalog has a view for every table, models included
     import duckdb
 
-    from analytics_pipeline.models import load_models
+    from analytics_pipeline.models.loader import load_models
     from analytics_pipeline.settings import PROJECT_ROOT
 
     catalog = duckdb.connect(str(tmp_path / "data" / "warehouse" / "analytics.duckdb"), read_only=True)

@@ -6,11 +6,11 @@ from collections import Counter
 from datetime import date
 from pathlib import Path
 
-from analytics_pipeline.conform import build_events_day
-from analytics_pipeline.generator import generate
-from analytics_pipeline.ingestion import ingest_arrival_day
+from analytics_pipeline.events.dedupe import dedupe_events_day
+from analytics_pipeline.ingest.arrival_day import ingest_arrival_day
+from analytics_pipeline.sample_data.generator import generate
 from analytics_pipeline.settings import PipelineSettings
-from analytics_pipeline.storage import Warehouse
+from analytics_pipeline.warehouse.storage import Warehouse
 from tests.conftest import query
 
 
@@ -27,7 +27,7 @@ def test_every_planted_fault_is_found_and_every_line_accounted(tmp_path: Path) -
         lines_read += counts["lines_read"]
     totals: Counter[str] = Counter()
     for day in ("2025-01-10", "2025-01-11", "2025-01-12"):
-        counts = build_events_day(settings, day).counts
+        counts = dedupe_events_day(settings, day).counts
         totals.update({k: counts[k] for k in ("events", "duplicates", "id_conflicts")})
 
     assert totals["events"] == planted.events_planted == 4500

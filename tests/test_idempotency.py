@@ -23,11 +23,24 @@ from typing import Any
 import duckdb
 import pytest
 
-from analytics_pipeline.conform import CONFLICTS_TABLE, EVENTS_TABLE, build_events_day
-from analytics_pipeline.generator import GeneratedSummary, generate
-from analytics_pipeline.ingestion import LEDGER_TABLE, QUARANTINE_TABLE, RAW_TABLE, ingest_arrival_day
+from analytics_pipeline.events.dedupe import dedupe_events_day
+from analytics_pipeline.ingest.arrival_day import ingest_arrival_day
+from analytics_pipeline.sample_data.generator import GeneratedSummary, generate
 from analytics_pipeline.settings import PipelineSettings
-from analytics_pipeline.storage import MANIFESTS_DIR, STAGING_DIR, VERSIONS_DIR, Warehouse, file_sha256
+from analytics_pipeline.warehouse.storage import (
+    MANIFESTS_DIR,
+    STAGING_DIR,
+    VERSIONS_DIR,
+    Warehouse,
+    file_sha256,
+)
+from analytics_pipeline.warehouse.tables import (
+    EVENT_ID_CONFLICTS,
+    EVENTS,
+    FILE_LEDGER,
+    QUARANTINED_EVENTS,
+    RAW_EVENTS,
+)
 
 START = date(2025, 3, 1)
 EVENT_DAYS = 3
@@ -36,7 +49,7 @@ D0 = START.isoformat()
 D1 = (START + timedelta(days=1)).isoformat()
 D2 = (START + timedelta(days=2)).isoformat()
 EVENT_DAY_KEYS = [(START + timedelta(days=i)).isoformat() for i in range(EVENT_DAYS)]
-PUBLISHED_TABLES = (RAW_TABLE, QUARANTINE_TABLE, LEDGER_TABLE, EVENTS_TABLE, CONFLICTS_TABLE)
+PUBLISHED_TABLES = (RAW_EVENTS, QUARANTINED_EVENTS, FILE_LEDGER, EVENTS, EVENT_ID_CONFLICTS)
 
 
 # --- helpers ----------------------------------------------------------------------------
@@ -83,7 +96,7 @@ def run_all(settings: PipelineSettings) -> dict[str, Any]:
     for day in arrival_days(settings):
         results["ingest"][day] = ingest_arrival_day(settings, day)
     for day in EVENT_DAY_KEYS:
-        results["events"][day] = build_events_day(settings, day)
+        results["events"][day] = dedupe_events_day(settings, day)
     return results
 
 
@@ -112,11 +125,7 @@ def files_under(path: Path) -> list[Path]:
 
 def events_rows(warehouse: Warehouse, day: str | None = None) -> list[tuple[Any, ...]]:
     """Every column but ``deliveries``, sorted by message_id (which is unique)."""
-    glob = (
-        warehouse.table_glob(EVENTS_TABLE)
-        if day is None
-        else str(warehouse.partition_file(EVENTS_TABLE, day))
-    )
+    glob = warehouse.table_glob(EVENTS) if day is None else str(warehouse.partition_file(EVENTS, day))
     con = duckdb.connect()
     try:
         return con.execute(
@@ -137,16 +146,14 @@ def scalar(sql: str) -> Any:
 
 
 def deliveries_total(warehouse: Warehouse, day: str) -> int:
-    return int(
-        scalar(f"SELECT sum(deliveries) FROM read_parquet('{warehouse.partition_file(EVENTS_TABLE, day)}')")
-    )
+    return int(scalar(f"SELECT sum(deliveries) FROM read_parquet('{warehouse.partition_file(EVENTS, day)}')"))
 
 
 def conflict_rows(warehouse: Warehouse, day: str) -> list[tuple[Any, ...]]:
     con = duckdb.connect()
     try:
         return con.execute(
-            f"SELECT * FROM read_parquet('{warehouse.partition_file(CONFLICTS_TABLE, day)}') "
+            f"SELECT * FROM read_parquet('{warehouse.partition_file(EVENT_ID_CONFLICTS, day)}') "
             "ORDER BY message_id, file_path, line_number"
         ).fetchall()
     finally:
@@ -156,7 +163,7 @@ def conflict_rows(warehouse: Warehouse, day: str) -> list[tuple[Any, ...]]:
 def raw_rows_from(warehouse: Warehouse, arrival_day: str, file_paths: list[str]) -> dict[str, int]:
     """Rows of ``raw_events`` for one arrival day that came from these landing files, by event date."""
     listed = ", ".join(f"'{p}'" for p in file_paths)
-    raw = warehouse.partition_file(RAW_TABLE, arrival_day)
+    raw = warehouse.partition_file(RAW_EVENTS, arrival_day)
     con = duckdb.connect()
     try:
         rows = con.execute(
@@ -244,18 +251,18 @@ def test_file_redelivered_same_day_is_a_duplicate_file(
     for key in ("raw_events", "quarantined_lines", "event_dates", "late_events"):
         assert new[key] == old[key], key
     # the raw rows themselves did not change: the same bytes, nothing republished
-    assert again.published[RAW_TABLE].changed is False
-    assert again.published[QUARANTINE_TABLE].changed is False
-    assert again.published[LEDGER_TABLE].changed is True  # the ledger records the copy
+    assert again.published[RAW_EVENTS].changed is False
+    assert again.published[QUARANTINED_EVENTS].changed is False
+    assert again.published[FILE_LEDGER].changed is True  # the ledger records the copy
 
     for day in EVENT_DAY_KEYS:
-        rebuilt = build_events_day(settings, day)
+        rebuilt = dedupe_events_day(settings, day)
         assert rebuilt.counts == counts["events"][day]
-        assert rebuilt.published[EVENTS_TABLE].changed is False
+        assert rebuilt.published[EVENTS].changed is False
     assert events_rows(warehouse) == before_rows
     after_hashes = published_hashes(warehouse)
     changed = {p for p in after_hashes if after_hashes[p] != before_hashes.get(p)}
-    assert changed == {f"{LEDGER_TABLE}/date={D0}/part-0.parquet"}
+    assert changed == {f"{FILE_LEDGER}/date={D0}/part-0.parquet"}
 
 
 def test_file_redelivered_on_a_later_day_leaves_events_unchanged(
@@ -280,7 +287,7 @@ def test_file_redelivered_on_a_later_day_leaves_events_unchanged(
     assert new["raw_events"] == old["raw_events"] + extra[D0]
     assert new["quarantined_lines"] == old["quarantined_lines"] + (copied_lines - extra[D0])
 
-    rebuilt = {day: build_events_day(settings, day) for day in EVENT_DAY_KEYS}
+    rebuilt = {day: dedupe_events_day(settings, day) for day in EVENT_DAY_KEYS}
     assert events_rows(warehouse) == before_rows
 
     for day in EVENT_DAY_KEYS:
@@ -298,8 +305,8 @@ def test_file_redelivered_on_a_later_day_leaves_events_unchanged(
         # every other copy is counted as one more delivery of the kept row
         assert deliveries_total(warehouse, day) == before_deliveries[day] + dup_delta
     assert rebuilt[D0].counts["duplicates"] > counts["events"][D0]["duplicates"]
-    assert rebuilt[D1].published[EVENTS_TABLE].changed is False
-    assert rebuilt[D2].published[EVENTS_TABLE].changed is False
+    assert rebuilt[D1].published[EVENTS].changed is False
+    assert rebuilt[D2].published[EVENTS].changed is False
 
 
 # --- (c) every event delivered twice ------------------------------------------------------
@@ -322,7 +329,7 @@ def test_whole_day_delivered_twice_leaves_events_unchanged(
     assert extra == {D0: counts["ingest"][D0]["raw_events"]}  # every D0 event arrived twice
     assert again.counts["raw_events"] == counts["ingest"][D1]["raw_events"] + extra[D0]
 
-    rebuilt = {day: build_events_day(settings, day) for day in EVENT_DAY_KEYS}
+    rebuilt = {day: dedupe_events_day(settings, day) for day in EVENT_DAY_KEYS}
     assert events_rows(warehouse) == before_rows
     for day in EVENT_DAY_KEYS:
         old_e, new_e = counts["events"][day], rebuilt[day].counts
@@ -333,13 +340,13 @@ def test_whole_day_delivered_twice_leaves_events_unchanged(
     # every kept D0 event that arrived on D0 was delivered (at least) twice now
     assert (
         scalar(
-            f"SELECT min(deliveries) FROM read_parquet('{warehouse.partition_file(EVENTS_TABLE, D0)}') "
+            f"SELECT min(deliveries) FROM read_parquet('{warehouse.partition_file(EVENTS, D0)}') "
             f"WHERE arrival_date = DATE '{D0}'"
         )
         >= 2
     )
     # and the rebuild is itself idempotent
-    assert build_events_day(settings, D0).published[EVENTS_TABLE].changed is False
+    assert dedupe_events_day(settings, D0).published[EVENTS].changed is False
 
 
 # --- (d) late data, rerun and rollback ----------------------------------------------------
@@ -348,7 +355,7 @@ def test_whole_day_delivered_twice_leaves_events_unchanged(
 def _late_line(warehouse: Warehouse) -> tuple[str, bytes]:
     """A valid new event dated D0 (timestamp given), received on D0+2."""
     raw_line = scalar(
-        f"SELECT raw_line FROM read_parquet('{warehouse.partition_file(RAW_TABLE, D0)}') "
+        f"SELECT raw_line FROM read_parquet('{warehouse.partition_file(RAW_EVENTS, D0)}') "
         "WHERE type = 'page' AND json_extract_string(raw_line, '$.timestamp') LIKE '%Z' "
         "ORDER BY line_number LIMIT 1"
     )
@@ -366,12 +373,12 @@ def test_late_data_updates_events_and_keeps_a_rollback_version(
     tmp_path: Path, baseline: tuple[Path, dict[str, Any]]
 ) -> None:
     settings, warehouse, counts = copy_of_baseline(tmp_path, baseline)
-    events_d0 = warehouse.partition_file(EVENTS_TABLE, D0)
+    events_d0 = warehouse.partition_file(EVENTS, D0)
     old_sha = file_sha256(events_d0)
     old_count = counts["events"][D0]["events"]
-    old_manifest = warehouse.read_manifest(EVENTS_TABLE, D0)
+    old_manifest = warehouse.read_manifest(EVENTS, D0)
     assert old_manifest is not None and old_manifest["events"] == old_count
-    assert warehouse.versions(EVENTS_TABLE, D0) == []
+    assert warehouse.versions(EVENTS, D0) == []
 
     message_id, line = _late_line(warehouse)
     (settings.landing_path / D2 / "late-arrival.jsonl").write_bytes(line)
@@ -379,11 +386,11 @@ def test_late_data_updates_events_and_keeps_a_rollback_version(
     assert ingested.counts["raw_events"] == counts["ingest"][D2]["raw_events"] + 1
     assert ingested.counts["event_dates"][D0] == counts["ingest"][D2]["event_dates"][D0] + 1
 
-    rebuilt = build_events_day(settings, D0)
-    assert rebuilt.published[EVENTS_TABLE].changed is True
+    rebuilt = dedupe_events_day(settings, D0)
+    assert rebuilt.published[EVENTS].changed is True
     assert rebuilt.counts["events"] == old_count + 1
     assert rebuilt.counts["late_events"] == counts["events"][D0]["late_events"] + 1
-    assert warehouse.read_manifest(EVENTS_TABLE, D0) == json.loads(json.dumps(rebuilt.counts))
+    assert warehouse.read_manifest(EVENTS, D0) == json.loads(json.dumps(rebuilt.counts))
     got = scalar(
         f"SELECT count(*) FROM read_parquet('{events_d0}') "
         f"WHERE message_id = '{message_id}' AND arrival_date = DATE '{D2}' AND event_date = DATE '{D0}'"
@@ -391,37 +398,37 @@ def test_late_data_updates_events_and_keeps_a_rollback_version(
     assert got == 1
     # the other event dates did not change
     for day in (D1, D2):
-        assert build_events_day(settings, day).published[EVENTS_TABLE].changed is False
+        assert dedupe_events_day(settings, day).published[EVENTS].changed is False
 
     # the replaced version is kept, byte for byte
-    versions = warehouse.versions(EVENTS_TABLE, D0)
+    versions = warehouse.versions(EVENTS, D0)
     assert len(versions) == 1
     assert file_sha256(versions[0]) == old_sha
 
     # a rerun is a no-op: same bytes, no further version
-    rerun = build_events_day(settings, D0)
-    assert rerun.published[EVENTS_TABLE].changed is False
+    rerun = dedupe_events_day(settings, D0)
+    assert rerun.published[EVENTS].changed is False
     assert rerun.counts == rebuilt.counts
-    assert len(warehouse.versions(EVENTS_TABLE, D0)) == 1
+    assert len(warehouse.versions(EVENTS, D0)) == 1
 
     # rollback restores the previous partition: old bytes, old row count
-    warehouse.rollback(EVENTS_TABLE, D0)
+    warehouse.rollback(EVENTS, D0)
     assert file_sha256(events_d0) == old_sha
     assert scalar(f"SELECT count(*) FROM read_parquet('{events_d0}')") == old_count
     assert scalar(f"SELECT count(*) FROM read_parquet('{events_d0}') WHERE message_id = '{message_id}'") == 0
-    assert warehouse.versions(EVENTS_TABLE, D0) == []
+    assert warehouse.versions(EVENTS, D0) == []
     # ... and the manifest describes the restored partition again, not the rolled-back one
-    assert warehouse.read_manifest(EVENTS_TABLE, D0) == old_manifest
+    assert warehouse.read_manifest(EVENTS, D0) == old_manifest
     # and the next build brings the late event back
-    again = build_events_day(settings, D0)
-    assert again.published[EVENTS_TABLE].changed is True
+    again = dedupe_events_day(settings, D0)
+    assert again.published[EVENTS].changed is True
     assert scalar(f"SELECT count(*) FROM read_parquet('{events_d0}')") == old_count + 1
 
 
 def test_versions_kept_is_bounded(tmp_path: Path, baseline: tuple[Path, dict[str, Any]]) -> None:
     """Each changed publication keeps one version, and only ``versions_kept`` of them stay."""
     settings, warehouse, _ = copy_of_baseline(tmp_path, baseline)
-    shas = [file_sha256(warehouse.partition_file(EVENTS_TABLE, D0))]
+    shas = [file_sha256(warehouse.partition_file(EVENTS, D0))]
     for n in range(settings.versions_kept + 2):
         page = {"path": "/", "url": "https://shop.example.com/", "title": "Home", "referrer": ""}
         extra = {"messageId": f"late-{n}", "type": "page", "anonymousId": f"anon-{n}",
@@ -429,15 +436,15 @@ def test_versions_kept_is_bounded(tmp_path: Path, baseline: tuple[Path, dict[str
                  "properties": page}  # fmt: skip
         (settings.landing_path / D1 / f"late-{n}.jsonl").write_text(json.dumps(extra) + "\n")
         ingest_arrival_day(settings, D1)
-        result = build_events_day(settings, D0)
-        assert result.published[EVENTS_TABLE].changed is True
-        shas.append(file_sha256(warehouse.partition_file(EVENTS_TABLE, D0)))
-    kept = warehouse.versions(EVENTS_TABLE, D0)
+        result = dedupe_events_day(settings, D0)
+        assert result.published[EVENTS].changed is True
+        shas.append(file_sha256(warehouse.partition_file(EVENTS, D0)))
+    kept = warehouse.versions(EVENTS, D0)
     assert len(kept) == settings.versions_kept
     # the newest kept versions, oldest first, are the publications just before the current one
     assert [file_sha256(p) for p in kept] == shas[-1 - settings.versions_kept : -1]
     # each keeps the manifest it was published with; pruned versions take theirs along
-    kept_manifests = sorted(warehouse.versions_dir(EVENTS_TABLE, D0).glob("*.json"))
+    kept_manifests = sorted(warehouse.versions_dir(EVENTS, D0).glob("*.json"))
     assert [p.stem for p in kept_manifests] == [p.stem for p in kept]
     for version, kept_manifest in zip(kept, kept_manifests, strict=True):
         rows = scalar(f"SELECT count(*) FROM read_parquet('{version}')")
@@ -445,10 +452,7 @@ def test_versions_kept_is_bounded(tmp_path: Path, baseline: tuple[Path, dict[str
     # rolling back step by step restores each version together with its counts
     for version in reversed(kept):
         rows = scalar(f"SELECT count(*) FROM read_parquet('{version}')")
-        warehouse.rollback(EVENTS_TABLE, D0)
-        assert (
-            scalar(f"SELECT count(*) FROM read_parquet('{warehouse.partition_file(EVENTS_TABLE, D0)}')")
-            == rows
-        )
-        manifest = warehouse.read_manifest(EVENTS_TABLE, D0)
+        warehouse.rollback(EVENTS, D0)
+        assert scalar(f"SELECT count(*) FROM read_parquet('{warehouse.partition_file(EVENTS, D0)}')") == rows
+        manifest = warehouse.read_manifest(EVENTS, D0)
         assert manifest is not None and manifest["events"] == rows

@@ -28,11 +28,11 @@ from pathlib import Path
 
 import duckdb
 
-from analytics_pipeline.conform import CONFLICTS_TABLE, EVENTS_TABLE, build_events_day
-from analytics_pipeline.generator import generate
-from analytics_pipeline.ingestion import RAW_TABLE
+from analytics_pipeline.events.dedupe import dedupe_events_day
+from analytics_pipeline.sample_data.generator import generate
 from analytics_pipeline.settings import PipelineSettings
-from analytics_pipeline.storage import Warehouse
+from analytics_pipeline.warehouse.storage import Warehouse
+from analytics_pipeline.warehouse.tables import EVENT_ID_CONFLICTS, EVENTS, RAW_EVENTS
 
 SCRIPT = Path(__file__).resolve().parent / "scripts" / "ingest_and_build.py"
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -93,13 +93,13 @@ SMALL_LIMIT = "256MB"
 
 
 def _write_raw(warehouse: Warehouse, arrival: str, sql: str) -> None:
-    staged = warehouse.staging_file(RAW_TABLE, arrival, "wide")
+    staged = warehouse.staging_file(RAW_EVENTS, arrival, "wide")
     con = duckdb.connect()
     try:
         con.execute(f"COPY ({sql}) TO '{staged}' (FORMAT parquet, COMPRESSION zstd)")
     finally:
         con.close()
-    warehouse.publish(staged, RAW_TABLE, arrival, versions_kept=1)
+    warehouse.publish(staged, RAW_EVENTS, arrival, versions_kept=1)
 
 
 def _raw_rows(day: str, arrival: str, first: int, count: int, conflict: bool, delay_ms: int) -> str:
@@ -135,7 +135,7 @@ def test_events_step_keeps_only_narrow_columns_in_memory(tmp_path: Path) -> None
         f"SELECT * FROM ({_raw_rows(day, next_day, 5000, 300, conflict=True, delay_ms=20)})",
     )
 
-    result = build_events_day(settings, day)
+    result = dedupe_events_day(settings, day)
 
     assert result.counts["input_rows"] == WIDE_ROWS + 2300
     assert result.counts["events"] == WIDE_ROWS
@@ -143,13 +143,13 @@ def test_events_step_keeps_only_narrow_columns_in_memory(tmp_path: Path) -> None
     assert result.counts["id_conflicts"] == 300
     con = duckdb.connect()
     try:
-        conflicts_file = warehouse.partition_file(CONFLICTS_TABLE, day)
+        conflicts_file = warehouse.partition_file(EVENT_ID_CONFLICTS, day)
         conflicts = con.execute(
             f"SELECT count(*), min(length(raw_line)) FROM read_parquet('{conflicts_file}')"
         ).fetchone()
         kept = con.execute(
             f"SELECT count(*) FILTER (WHERE arrival_date = DATE '{day}'), max(deliveries) "
-            f"FROM read_parquet('{warehouse.partition_file(EVENTS_TABLE, day)}')"
+            f"FROM read_parquet('{warehouse.partition_file(EVENTS, day)}')"
         ).fetchone()
     finally:
         con.close()

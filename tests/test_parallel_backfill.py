@@ -24,12 +24,18 @@ import duckdb
 import pytest
 from dagster import DagsterInstance
 
-from analytics_pipeline.catalog import catalog_path
-from analytics_pipeline.conform import CONFLICTS_TABLE, EVENTS_TABLE
-from analytics_pipeline.generator import generate
-from analytics_pipeline.ingestion import LEDGER_TABLE, QUARANTINE_TABLE, RAW_TABLE, ingest_arrival_day
+from analytics_pipeline.ingest.arrival_day import ingest_arrival_day
+from analytics_pipeline.sample_data.generator import generate
 from analytics_pipeline.settings import PipelineSettings
-from analytics_pipeline.storage import STAGING_DIR, Warehouse, file_sha256
+from analytics_pipeline.warehouse.catalog import catalog_path
+from analytics_pipeline.warehouse.storage import STAGING_DIR, Warehouse, file_sha256
+from analytics_pipeline.warehouse.tables import (
+    EVENT_ID_CONFLICTS,
+    EVENTS,
+    FILE_LEDGER,
+    QUARANTINED_EVENTS,
+    RAW_EVENTS,
+)
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 DAGSTER = Path(sys.executable).with_name("dagster")
@@ -37,7 +43,7 @@ START = date(2025, 5, 1)
 PARTITIONS = [(START + timedelta(days=i)).isoformat() for i in range(6)]
 EVENTS_PER_DAY = 1000
 CONCURRENT_RUNS = 3
-SELECTION = ",".join((RAW_TABLE, QUARANTINE_TABLE, LEDGER_TABLE, EVENTS_TABLE, CONFLICTS_TABLE))
+SELECTION = ",".join((RAW_EVENTS, QUARANTINED_EVENTS, FILE_LEDGER, EVENTS, EVENT_ID_CONFLICTS))
 # The default executor of an asset job is multi_or_in_process; select multiprocess explicitly.
 RUN_CONFIG = {"execution": {"config": {"multiprocess": {"max_concurrent": 2}}}}
 LOCK_WORDS = re.compile(r"\block|could not set lock|database is locked", re.IGNORECASE)
@@ -116,16 +122,16 @@ def test_parallel_backfill_of_six_partitions(tmp_path: Path) -> None:
     warehouse = Warehouse(data_dir / "warehouse")
     con = duckdb.connect()
     try:
-        for table in (RAW_TABLE, QUARANTINE_TABLE, LEDGER_TABLE, EVENTS_TABLE, CONFLICTS_TABLE):
+        for table in (RAW_EVENTS, QUARANTINED_EVENTS, FILE_LEDGER, EVENTS, EVENT_ID_CONFLICTS):
             assert set(PARTITIONS) <= set(warehouse.published_days(table)), table
         for partition in PARTITIONS:
-            manifest = warehouse.read_manifest(EVENTS_TABLE, partition)
+            manifest = warehouse.read_manifest(EVENTS, partition)
             assert manifest is not None
             rows = con.execute(
-                f"SELECT count(*) FROM read_parquet('{warehouse.partition_file(EVENTS_TABLE, partition)}')"
+                f"SELECT count(*) FROM read_parquet('{warehouse.partition_file(EVENTS, partition)}')"
             ).fetchone()
             assert rows is not None and rows[0] == manifest["events"] > 0.9 * EVENTS_PER_DAY
-        events_glob = warehouse.table_glob(EVENTS_TABLE)
+        events_glob = warehouse.table_glob(EVENTS)
         total, distinct = con.execute(
             f"SELECT count(*), count(DISTINCT message_id) FROM read_parquet('{events_glob}')"
         ).fetchone() or (0, -1)
@@ -149,9 +155,9 @@ def test_parallel_backfill_of_six_partitions(tmp_path: Path) -> None:
     serial_wh = Warehouse(serial.warehouse_path)
     for partition in PARTITIONS:
         ingest_arrival_day(serial, partition)
-        for table in (RAW_TABLE, QUARANTINE_TABLE, LEDGER_TABLE):
+        for table in (RAW_EVENTS, QUARANTINED_EVENTS, FILE_LEDGER):
             assert file_sha256(warehouse.partition_file(table, partition)) == file_sha256(
                 serial_wh.partition_file(table, partition)
             ), f"{table} {partition} differs from a serial run"
-            if table == RAW_TABLE:
+            if table == RAW_EVENTS:
                 assert warehouse.read_manifest(table, partition) == serial_wh.read_manifest(table, partition)

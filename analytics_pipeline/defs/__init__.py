@@ -1,1 +1,1 @@
-"""Dagster definitions, one module per concept: partitions, assets, jobs and schedules."""
+"""Dagster declarations, one module per stage, each exposing ``defs``; the machinery lives in the stage packages."""

@@ -1,67 +1,44 @@
-"""Every asset check the pipeline declares, in one place.
+"""Asset checks derived from the quality layer's declarations and outcomes.
 
-Two sources: the invariants written in SQL next to the step that stages the data
-(``quality.py``: reconciliation, required columns, person ids), and the suites in
-``checks/suites/<asset>.yml`` (Great Expectations, volume, schema drift; see gates.py).
-All of them run on the staged partition before it is published. ERROR checks are
-declared ``blocking=True``: when one fails nothing is published, the step fails and
-downstream assets do not run; WARN checks only report.
+A stage declares its SQL invariants once (``SqlCheck`` lists beside its SQL); the suite of
+an asset declares the rest (``checks/suites/<asset>.yml``). :func:`check_specs` turns both
+into Dagster ``AssetCheckSpec``s, :func:`check_results` turns a step's outcomes into
+``AssetCheckResult``s. An ``error`` check is ``blocking=True``: when it fails nothing is
+published, the step fails and downstream assets do not run; a ``warn`` check only reports.
 """
 
+from __future__ import annotations
+
 import warnings
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
 
-from dagster import AssetCheckSpec, PreviewWarning
+from dagster import (
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetCheckSpec,
+    Failure,
+    MetadataValue,
+    PreviewWarning,
+)
 
-from analytics_pipeline.conform import EVENTS_TABLE
 from analytics_pipeline.defs.partitions import daily_partitions
-from analytics_pipeline.gates import PlannedCheck, planned_checks
-from analytics_pipeline.ingestion import QUARANTINE_TABLE, RAW_TABLE
-from analytics_pipeline.settings import PipelineSettings
+from analytics_pipeline.defs.resources import settings
+from analytics_pipeline.quality.gates import planned_checks
+from analytics_pipeline.quality.outcomes import CheckDeclaration, CheckOutcome, GateFailed, Severity
 
-# the suites the steps will run: the same settings the definitions' resource reads
-SUITES_DIR = PipelineSettings.from_env().suites_path
-
-SQL_CHECKS: dict[str, list[PlannedCheck]] = {
-    RAW_TABLE: [
-        PlannedCheck(
-            "raw_reconciliation",
-            "Lines read = raw events + quarantined lines + lines of re-delivered files, exactly.",
-            "ERROR",
-        ),
-        PlannedCheck(
-            "raw_required_columns_not_null",
-            "messageId, type, timestamps, partition and provenance columns are never null.",
-            "ERROR",
-        ),
-        PlannedCheck("raw_person_id_present", "Every row has a userId or an anonymousId.", "ERROR"),
-        PlannedCheck(
-            "raw_type_accepted", "type is one of track, page, screen, identify, group, alias.", "ERROR"
-        ),
-    ],
-    QUARANTINE_TABLE: [
-        PlannedCheck(
-            "quarantine_reason_recorded",
-            "Every quarantined row names its file, reason code and message.",
-            "ERROR",
-        ),
-    ],
-    EVENTS_TABLE: [
-        PlannedCheck("events_person_id_present", "Every event has a userId or an anonymousId.", "ERROR"),
-        PlannedCheck(
-            "events_reconciliation",
-            "Raw rows dated D = events + duplicates + id conflicts, exactly.",
-            "ERROR",
-        ),
-    ],
-}
+DAGSTER_SEVERITY = {Severity.ERROR: AssetCheckSeverity.ERROR, Severity.WARN: AssetCheckSeverity.WARN}
 
 
-def check_specs(asset: str, partitioned: bool = True) -> list[AssetCheckSpec]:
-    """The SQL invariants and the suite's checks of one asset, as Dagster declares them.
+def check_specs(
+    asset: str, sql_checks: Sequence[CheckDeclaration] = (), partitioned: bool = True
+) -> list[AssetCheckSpec]:
+    """The asset's SQL invariants and its suite's checks, as Dagster declares them.
 
     Checks of a partitioned asset are partitioned too, so each partition has its own
     result in the UI and automation can tell which partition's gate failed.
     """
+    declarations = [*sql_checks, *planned_checks(asset, settings.suites_path)]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", PreviewWarning)
         return [
@@ -69,8 +46,44 @@ def check_specs(asset: str, partitioned: bool = True) -> list[AssetCheckSpec]:
                 check.name,
                 asset=asset,
                 blocking=check.blocking,
-                description=f"[{check.severity}] {check.description}",
+                description=f"[{check.severity.value}] {check.description}",
                 partitions_def=daily_partitions if partitioned else None,
             )
-            for check in SQL_CHECKS.get(asset, []) + planned_checks(asset, SUITES_DIR)
+            for check in declarations
         ]
+
+
+def _metadata_value(value: Any) -> Any:
+    return MetadataValue.json(value) if isinstance(value, dict | list) else value
+
+
+def check_results(
+    outcomes: Iterable[CheckOutcome], specs: Iterable[AssetCheckSpec]
+) -> list[AssetCheckResult]:
+    """One result per outcome, with its severity: a failed ``warn`` check does not block."""
+    asset_of = {spec.name: spec.asset_key for spec in specs}
+    return [
+        AssetCheckResult(
+            check_name=o.name,
+            asset_key=asset_of[o.name],
+            passed=o.passed,
+            severity=DAGSTER_SEVERITY[o.severity],
+            description=o.description,
+            metadata={k: _metadata_value(v) for k, v in o.metadata.items() if v is not None},
+        )
+        for o in outcomes
+    ]
+
+
+def failed_gate(failed: GateFailed, specs: Iterable[AssetCheckSpec]) -> Iterator[AssetCheckResult]:
+    """Report every check of a step whose gate failed, then fail the step (nothing was published).
+
+    The step's failure names the checks, the partition and the counts; downstream steps of
+    the run are skipped, and the models sensor does not build on the partition later.
+    """
+    yield from check_results(failed.outcomes, specs)
+    raise Failure(
+        description=str(failed),
+        metadata={"failed_checks": MetadataValue.json([c.name for c in failed.failed])},
+        allow_retries=False,
+    ) from None

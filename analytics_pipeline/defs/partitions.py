@@ -2,20 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import warnings
 
 from dagster import BetaWarning, DailyPartitionsDefinition, TimeWindowPartitionMapping
 
-from analytics_pipeline.settings import late_window_days_from_env
+from analytics_pipeline.defs.resources import settings
 
-PARTITIONS_START = os.environ.get("ANALYTICS_PARTITIONS_START", "2024-01-01")
-
-daily_partitions = DailyPartitionsDefinition(start_date=PARTITIONS_START, timezone="UTC")
-
-LATE_WINDOW_DAYS = late_window_days_from_env()
-
-# events[D] reads raw_events[D .. D+L]: late arrivals land in their own event date.
+daily_partitions = DailyPartitionsDefinition(start_date=settings.partitions_start, timezone="UTC")
 
 
 def window_mapping(start_offset: int, end_offset: int) -> TimeWindowPartitionMapping:
@@ -27,4 +20,5 @@ def window_mapping(start_offset: int, end_offset: int) -> TimeWindowPartitionMap
         )
 
 
-late_window_mapping = window_mapping(0, LATE_WINDOW_DAYS)
+# events[D] reads raw_events[D .. D+L]: late arrivals land in their own event date.
+late_window_mapping = window_mapping(0, settings.late_window_days)

@@ -37,17 +37,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--event-days", nargs="+", required=True)
     args = parser.parse_args(argv)
 
-    from analytics_pipeline.conform import build_events_day
-    from analytics_pipeline.ingestion import ingest_arrival_day
+    from analytics_pipeline.events.dedupe import dedupe_events_day
+    from analytics_pipeline.ingest.arrival_day import ingest_arrival_day
     from analytics_pipeline.settings import PipelineSettings
 
-    settings = PipelineSettings.from_env()
+    settings = PipelineSettings()
     after_imports = vm_hwm_kib()
     started = time.perf_counter()
     ingest = {day: ingest_arrival_day(settings, day).counts for day in args.arrival_days}
     ingest_s = time.perf_counter() - started
     started = time.perf_counter()
-    events = {day: build_events_day(settings, day).counts for day in args.event_days}
+    events = {day: dedupe_events_day(settings, day).counts for day in args.event_days}
     events_s = time.perf_counter() - started
     report = {
         "memory_limit": settings.duckdb_memory_limit,

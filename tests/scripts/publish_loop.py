@@ -20,7 +20,7 @@ from pathlib import Path
 
 import duckdb
 
-from analytics_pipeline.storage import Warehouse
+from analytics_pipeline.warehouse.storage import Warehouse
 
 
 def version_sql(version: str, rows: int) -> str:

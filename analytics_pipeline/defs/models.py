@@ -1,0 +1,176 @@
+"""The models stage in Dagster: one asset per SQL file in ``assets/models/``, its jobs and its sensor.
+
+Upstreams and partition windows come from the files themselves (see ``models/loader.py``),
+so the asset graph in the UI is the SQL's own lineage. The final models carry the
+``FreshnessPolicy`` of ``checks/freshness.yml``. When events of a date are (re)built,
+``models_sensor`` launches the rebuilds ``models/plan.py`` orders.
+"""
+
+from collections.abc import Iterator
+from typing import Any
+
+from dagster import (
+    AssetDep,
+    AssetExecutionContext,
+    AssetKey,
+    AssetsDefinition,
+    AssetSelection,
+    DagsterRunStatus,
+    Definitions,
+    FreshnessPolicy,
+    LastPartitionMapping,
+    MaterializeResult,
+    MetadataValue,
+    PartitionMapping,
+    RunRequest,
+    RunStatusSensorContext,
+    TableColumnDep,
+    TableColumnLineage,
+    asset,
+    define_asset_job,
+    run_status_sensor,
+)
+
+from analytics_pipeline.defs.checks import check_results, check_specs, failed_gate
+from analytics_pipeline.defs.events import late_window_job, nightly_job
+from analytics_pipeline.defs.metadata import declared_schema, publish_metadata
+from analytics_pipeline.defs.partitions import daily_partitions, window_mapping
+from analytics_pipeline.defs.resources import settings as load_settings
+from analytics_pipeline.models.build import build_model
+from analytics_pipeline.models.loader import ModelSpec, Window, load_models
+from analytics_pipeline.models.plan import (
+    DAILY_MODELS_JOB,
+    DIMENSIONS_JOB,
+    Blocked,
+    plan_rebuilds,
+    skip_message,
+)
+from analytics_pipeline.quality.freshness import load_freshness
+from analytics_pipeline.quality.outcomes import GateFailed
+from analytics_pipeline.settings import PipelineSettings
+from analytics_pipeline.warehouse.catalog import refresh_catalog
+from analytics_pipeline.warehouse.storage import Warehouse
+
+# Model runs touch self-dependent snapshots (identities[D] reads identities[D-1]), so they
+# run one at a time, oldest date first: dagster.yaml limits this tag to 1 concurrent run.
+MODELS_QUEUE_TAG = "analytics/models_queue"
+
+model_specs = load_models(load_settings.models_path)
+final_models_freshness = load_freshness(
+    load_settings.freshness_path, known_models=[spec.name for spec in model_specs]
+)
+
+
+def freshness_policy_for(model_name: str) -> FreshnessPolicy | None:
+    """The final model's time-window policy from checks/freshness.yml; None for other models."""
+    model = final_models_freshness.get(model_name)
+    if model is None:
+        return None
+    return FreshnessPolicy.time_window(fail_window=model.fail_after, warn_window=model.warn_after)
+
+
+def _mapping(window: Window) -> PartitionMapping | None:
+    if window.latest:
+        return LastPartitionMapping()
+    if window.start == 0 and window.end == 0:
+        return None  # the identity mapping, Dagster's default
+    return window_mapping(window.start, window.end)
+
+
+def model_asset(spec: ModelSpec) -> AssetsDefinition:
+    checks = check_specs(spec.name, partitioned=spec.partitioned)
+    deps = [
+        AssetDep(upstream, partition_mapping=_mapping(window)) for upstream, window in spec.upstreams.items()
+    ]
+
+    @asset(
+        name=spec.name,
+        description=f"{spec.description}\n\nGrain: {spec.grain}.\n\nSQL: assets/models/{spec.path.name}",
+        deps=deps,
+        partitions_def=daily_partitions if spec.partitioned else None,
+        group_name="models",
+        kinds={"duckdb", "sql", "parquet"},
+        metadata={"dagster/column_schema": declared_schema(spec.columns), "sql_file": str(spec.path.name)},
+        pool="warehouse_io",
+        check_specs=checks,
+        freshness_policy=freshness_policy_for(spec.name),  # checks/freshness.yml
+    )
+    def _build(context: AssetExecutionContext, settings: PipelineSettings) -> Iterator[Any]:
+        day = context.partition_key if spec.partitioned else None
+        try:
+            result = build_model(settings, spec, day)
+        except GateFailed as failed:
+            yield from failed_gate(failed, checks)
+            return
+        refresh_catalog(Warehouse(settings.warehouse_path))
+        context.log.info(
+            f"{spec.name} {day or ''}: {result.rows} rows in {result.duration_s:.2f}s "
+            f"(gates {result.gate_duration_s:.2f}s)"
+        )
+        yield MaterializeResult(
+            metadata={
+                **publish_metadata(result.published, result.rows, spec.columns),
+                "inputs": MetadataValue.json(result.inputs),
+                "dagster/column_lineage": TableColumnLineage(
+                    deps_by_column={
+                        column: [TableColumnDep(asset_key=AssetKey(t), column_name=c) for t, c in sources]
+                        for column, sources in result.lineage.items()
+                    }
+                ),
+                "duration_s": round(result.duration_s, 3),
+                "gate_duration_s": round(result.gate_duration_s, 3),
+            }
+        )
+        yield from check_results(result.checks, checks)  # they audited what was just published
+
+    return _build
+
+
+model_assets = [model_asset(spec) for spec in model_specs]
+
+models_job = define_asset_job(
+    DAILY_MODELS_JOB,
+    selection=AssetSelection.assets(*[spec.name for spec in model_specs if spec.partitioned]),
+    partitions_def=daily_partitions,
+    description="Build every daily model (assets/models/*.sql) for one date.",
+    tags={MODELS_QUEUE_TAG: "serial"},
+)
+
+dimensions_job = define_asset_job(
+    DIMENSIONS_JOB,
+    selection=AssetSelection.assets(*[spec.name for spec in model_specs if not spec.partitioned]),
+    description="Rebuild the unpartitioned models (dimensions such as users).",
+    tags={MODELS_QUEUE_TAG: "serial"},
+)
+
+
+@run_status_sensor(
+    run_status=DagsterRunStatus.SUCCESS,
+    monitored_jobs=[nightly_job, late_window_job],
+    request_jobs=[models_job, dimensions_job],
+    description="After events of a date are (re)built, rebuild every model partition that reads it.",
+)
+def models_sensor(context: RunStatusSensorContext, settings: PipelineSettings) -> Iterator[RunRequest]:
+    event_day = context.dagster_run.tags.get("dagster/partition")
+    if not event_day:
+        return
+    run_id = context.dagster_run.run_id
+
+    def log_skip(name: str, day: str | None, blocked: Blocked) -> None:
+        context.log.warning(skip_message(name, day, blocked))
+
+    runs = plan_rebuilds(model_specs, {event_day}, Warehouse(settings.warehouse_path), on_skip=log_skip)
+    for position, run in enumerate(runs):
+        yield RunRequest(
+            run_key=f"models:{run_id}:{position}",
+            job_name=run.job,
+            partition_key=run.partition,
+            asset_selection=[AssetKey(name) for name in run.models],
+        )
+
+
+defs = Definitions(
+    assets=model_assets,
+    jobs=[models_job, dimensions_job],
+    sensors=[models_sensor],
+)

@@ -1,0 +1,1 @@
+"""Sample data: deterministic Segment-style landing files with every fault the pipeline must absorb."""
