@@ -7,10 +7,13 @@ import os
 import sys
 from datetime import date, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from analytics_pipeline.settings import PipelineSettings
 from analytics_pipeline.warehouse.storage import Warehouse
+
+if TYPE_CHECKING:
+    from dagster import DagsterInstance
 
 # The instance settings the demo writes into a new DAGSTER_HOME: model runs launched by
 # models_sensor touch running snapshots, so they queue one at a time, in order.
@@ -23,6 +26,25 @@ run_queue:
 """
 
 LATEST_ARRIVAL_DAYS = 8  # the generator's late arrivals land up to 7 days after the event
+DEFAULT_DAGSTER_HOME = ".dagster_home"  # under the working directory, when DAGSTER_HOME is not set
+
+
+def dagster_instance() -> DagsterInstance:
+    """The instance every run of the CLI is recorded in: $DAGSTER_HOME, else ./.dagster_home.
+
+    The directory is created with ``DAGSTER_YAML`` when it has no dagster.yaml yet, and
+    DAGSTER_HOME is set (to its absolute path) for this process, so anything that asks
+    Dagster for the current instance gets the same one and ``dagster dev`` can be pointed at it.
+    DAGSTER_HOME is Dagster's own variable; the pipeline's settings stay in ``settings.py``.
+    """
+    from dagster import DagsterInstance
+
+    home = Path(os.environ.get("DAGSTER_HOME") or DEFAULT_DAGSTER_HOME).resolve()
+    home.mkdir(parents=True, exist_ok=True)
+    if not (home / "dagster.yaml").exists():
+        (home / "dagster.yaml").write_text(DAGSTER_YAML)
+    os.environ["DAGSTER_HOME"] = str(home)
+    return DagsterInstance.get()
 
 
 def _settings(args: argparse.Namespace) -> PipelineSettings:
@@ -72,16 +94,17 @@ def landing_days(settings: PipelineSettings) -> list[str]:
     return sorted(days)
 
 
-def run_days(settings: PipelineSettings, days: list[str], echo: bool = True) -> bool:
+def run_days(
+    settings: PipelineSettings, days: list[str], instance: DagsterInstance, echo: bool = True
+) -> bool:
     """What the nightly schedule and the late-window sensor do, for each arrival day in order."""
-    from dagster import AssetsDefinition, DagsterInstance, materialize
+    from dagster import AssetsDefinition, materialize
 
     from analytics_pipeline.definitions import defs
-    from analytics_pipeline.defs.models import model_specs
+    from analytics_pipeline.defs.models import planned_specs
     from analytics_pipeline.events.late_window import event_days_to_rebuild
     from analytics_pipeline.models.plan import Blocked, plan_rebuilds, skip_message
 
-    instance = DagsterInstance.get()
     resources = {"settings": settings}
     quiet = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
     nightly = defs.resolve_job_def("nightly_job")
@@ -121,7 +144,7 @@ def run_days(settings: PipelineSettings, days: list[str], echo: bool = True) -> 
     def report_skip(name: str, day: str | None, blocked: Blocked) -> None:
         print(skip_message(name, day, blocked), file=sys.stderr)
 
-    for run in plan_rebuilds(model_specs, changed_event_days, warehouse, report_skip):
+    for run in plan_rebuilds(planned_specs, changed_event_days, warehouse, report_skip):
         model_result = materialize(
             all_assets, selection=run.models, partition_key=run.partition, instance=instance,
             resources=resources, raise_on_error=False, run_config=quiet, tags={"analytics/plan": run.job},
@@ -131,6 +154,14 @@ def run_days(settings: PipelineSettings, days: list[str], echo: bool = True) -> 
         if echo:
             status = "ok" if model_result.success else f"FAILED: {_failure(model_result)}"
             print(f"{run.job} {run.partition or ''} {', '.join(run.models)}: {status}", flush=True)
+    if changed_event_days:  # what metrics_sensor does when a plan has finished
+        metrics_result = defs.resolve_job_def("metrics_job").execute_in_process(
+            instance=instance, resources=resources, raise_on_error=False, run_config=quiet
+        )
+        ok &= metrics_result.success
+        if echo:
+            status = "ok" if metrics_result.success else f"FAILED: {_failure(metrics_result)}"
+            print(f"metrics_job: {status}", flush=True)
     if echo:
         print(_gates_line(evaluations), flush=True)
     return ok
@@ -163,7 +194,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     if not days:
         print(f"no landing folders under {settings.landing_path}", file=sys.stderr)
         return 1
-    ok = run_days(settings, days)
+    instance = dagster_instance()
+    ok = run_days(settings, days, instance)
+    print(f"Runs recorded in {instance.root_directory}; open the UI: {_ui_command(instance)}")
     return 0 if ok else 1
 
 
@@ -185,11 +218,7 @@ def cmd_summary(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from analytics_pipeline.warehouse.catalog import catalog_path
 
-    os.environ.setdefault("DAGSTER_HOME", str(Path(".dagster_home").resolve()))
-    home = Path(os.environ["DAGSTER_HOME"])
-    home.mkdir(parents=True, exist_ok=True)
-    if not (home / "dagster.yaml").exists():
-        (home / "dagster.yaml").write_text(DAGSTER_YAML)
+    instance = dagster_instance()
     settings = _settings(args)
     if not landing_days(settings):
         # traffic up to yesterday, as in production; later folders (late data still to come)
@@ -200,19 +229,111 @@ def cmd_demo(args: argparse.Namespace) -> int:
         cmd_generate(args)
     else:
         print(f"using the landing files already in {settings.landing_path}")
-    ok = run_days(settings, landing_days(settings))
+    ok = run_days(settings, landing_days(settings), instance)
     print()
     cmd_summary(args)
     print()
     print(f"Analysts' catalog (open read-only): duckdb {catalog_path(Warehouse(settings.warehouse_path))}")
-    print(f"Open the UI:  DAGSTER_HOME={os.environ['DAGSTER_HOME']} dagster dev -w workspace.yaml")
+    print(f"Open the UI:  {_ui_command(instance)}")
     return 0 if ok else 1
+
+
+def _ui_command(instance: DagsterInstance) -> str:
+    return f"DAGSTER_HOME={instance.root_directory} dagster dev -w workspace.yaml"
 
 
 def cmd_rollback(args: argparse.Namespace) -> int:
     settings = _settings(args)
-    restored = Warehouse(settings.warehouse_path).rollback(args.table, args.day)
+    try:
+        restored = Warehouse(settings.warehouse_path).rollback(args.table, args.day)
+    except FileNotFoundError as missing:
+        print(missing, file=sys.stderr)
+        return 1
     print(f"restored the previous version of {args.table} {args.day} at {restored}")
+    return 0
+
+
+def cmd_metrics(args: argparse.Namespace) -> int:
+    from analytics_pipeline.metrics.definitions import project_metrics
+    from analytics_pipeline.metrics.docs import metrics_markdown
+
+    metrics = project_metrics(_settings(args))
+    if args.markdown:
+        print(metrics_markdown(metrics), end="")
+        return 0
+    width = max(len(name) for name in metrics.metrics)
+    for metric in sorted(metrics.metrics.values(), key=lambda m: m.name):
+        grains = ", ".join(metric.grains) or "total"
+        dims = ", ".join(metric.dimensions) or "-"
+        print(f"{metric.name:<{width}}  {metric.kind:<11} {metric.description}")
+        print(f"{'':<{width}}  {'':<11} by: {dims}; grains: {grains}; owner: {metric.owner}")
+    return 0
+
+
+def _where(items: list[str]) -> dict[str, list[str]]:
+    filters: dict[str, list[str]] = {}
+    for item in items:
+        dimension, sep, value = item.partition("=")
+        if not sep or not dimension:
+            raise SystemExit(f"--where takes DIMENSION=VALUE, got {item!r}")
+        filters.setdefault(dimension.strip(), []).append(value)
+    return filters
+
+
+def cmd_query(args: argparse.Namespace) -> int:
+    import json
+
+    from analytics_pipeline.metrics.query import MetricQueryError, query
+
+    try:
+        result = query(
+            args.metric, by=args.by or [], start=args.start, end=args.end, grain=args.grain,
+            filters=_where(args.where or []), limit=args.limit, settings=_settings(args),
+            use_cache=not args.no_cache,
+        )  # fmt: skip
+    except (MetricQueryError, KeyError) as error:
+        print(f"analytics-pipeline query: {error}", file=sys.stderr)
+        return 2
+    frame = result.to_pandas()
+    if args.format == "csv":
+        print(frame.to_csv(index=False), end="")
+    elif args.format == "json":
+        print(json.dumps(json.loads(frame.to_json(orient="records", date_format="iso")), indent=2))
+    else:
+        print(frame.to_string(index=False) if len(frame) else "(no rows)")
+        read = ", ".join(f"{t} {len(d)} partitions" for t, d in result.partitions.items())
+        source = "cache" if result.cache_hit else "computed"
+        print(f"\n{result.query.metric} {result.query.start}..{result.query.end}: {len(frame)} rows, "
+              f"{source} in {result.duration_s * 1000:.0f} ms, read {read}")  # fmt: skip
+    return 0
+
+
+def cmd_cache(args: argparse.Namespace) -> int:
+    from analytics_pipeline.metrics.cache import ResultCache
+
+    settings = _settings(args)
+    cache = ResultCache(settings.cache_path)
+    try:
+        if args.action == "clear":
+            cache.clear()
+            print(f"cleared {settings.cache_path}")
+            return 0
+        warehouse = Warehouse(settings.warehouse_path)
+        if args.action == "sweep":
+            print(f"swept {cache.sweep(warehouse)} entries whose partitions were republished")
+            return 0
+        stats = cache.stats(warehouse)
+    finally:
+        cache.close()
+    print(f"{'metric':<28} {'hits':>6} {'misses':>6} {'hit rate':>8} {'entries':>7} {'bytes':>9} "
+          f"{'stale':>5} {'staleness s':>11} {'max age s':>9}")  # fmt: skip
+    for name, s in stats.items():
+        rate = f"{s.hit_rate:.1%}" if s.hit_rate is not None else "-"
+        staleness = f"{s.mean_staleness_s:.0f}" if s.mean_staleness_s is not None else "-"
+        age = f"{s.max_entry_age_s:.0f}" if s.max_entry_age_s is not None else "-"
+        label = "total" if name == "_total" else name
+        print(f"{label:<28} {s.hits:>6} {s.misses:>6} {rate:>8} {s.entries:>7} {s.bytes:>9} "
+              f"{s.stale_entries:>5} {staleness:>11} {age:>9}")  # fmt: skip
     return 0
 
 
@@ -249,6 +370,28 @@ def build_parser() -> argparse.ArgumentParser:
     rollback.add_argument("table")
     rollback.add_argument("day")
     rollback.set_defaults(func=cmd_rollback)
+
+    metrics = sub.add_parser("metrics", help="list the governed metrics (assets/metrics.yml)")
+    metrics.add_argument("--markdown", action="store_true", help="print docs/metrics.md")
+    metrics.set_defaults(func=cmd_metrics)
+
+    q = sub.add_parser("query", help="query a metric: by dimensions, over a date range, per grain")
+    q.add_argument("metric")
+    q.add_argument("--by", nargs="+", metavar="DIMENSION", help="dimensions to group by")
+    q.add_argument("--start", help="first day, YYYY-MM-DD (default: 30 days before --end)")
+    q.add_argument("--end", help="last day, YYYY-MM-DD (default: the latest published day)")
+    q.add_argument(
+        "--grain", choices=["day", "week", "month"], help="one row per period (default: one total)"
+    )
+    q.add_argument("--where", action="append", metavar="DIMENSION=VALUE", help="filter; repeat for OR")
+    q.add_argument("--limit", type=int, help="at most this many rows")
+    q.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    q.add_argument("--no-cache", action="store_true", help="compute, do not read or write the result cache")
+    q.set_defaults(func=cmd_query)
+
+    cache = sub.add_parser("cache", help="the metric result cache: stats, sweep, clear")
+    cache.add_argument("action", choices=["stats", "sweep", "clear"])
+    cache.set_defaults(func=cmd_cache)
     return parser
 
 

@@ -59,6 +59,12 @@ class PipelineSettings(ConfigurableResource, BaseSettings):  # type: ignore[misc
     freshness_file: str = Field(
         default=_project_path("checks", "freshness.yml"), description="Freshness promises of final models."
     )
+    metrics_file: str = Field(
+        default=_project_path("assets", "metrics.yml"), description="Metric definitions (the semantic layer)."
+    )
+    cache_dir: str = Field(
+        default="", description="Metric result cache; empty means <data_dir>/cache/metrics."
+    )
 
     @field_validator("partitions_start")
     @classmethod
@@ -99,6 +105,16 @@ class PipelineSettings(ConfigurableResource, BaseSettings):  # type: ignore[misc
     @property
     def freshness_path(self) -> Path:
         return Path(self.freshness_file).resolve()
+
+    @property
+    def metrics_path(self) -> Path:
+        return Path(self.metrics_file).resolve()
+
+    @property
+    def cache_path(self) -> Path:
+        if self.cache_dir:
+            return Path(self.cache_dir).resolve()
+        return Path(self.data_dir).resolve() / "cache" / "metrics"
 
     def connect(self) -> duckdb.DuckDBPyConnection:
         """An in-process DuckDB connection configured for this step.

@@ -1,6 +1,6 @@
 """Helpers to build tiny landing folders by hand and read back what ingestion published.
 
-Used by ``tests/test_bad_input.py``. Every landing file is written byte by byte by the
+Used by ``tests/ingest/test_bad_input.py``. Every landing file is written byte by byte by the
 test itself (no generator), so each test states exactly which bad input it plants.
 """
 

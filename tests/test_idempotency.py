@@ -10,13 +10,15 @@ What must hold (and what each test would catch if it broke):
   day) or ``duplicates`` / ``id_conflicts`` of the events step (later day).
 * Late data: a new event dated D arriving on D+2 is in ``events`` D after the rebuild,
   the replaced version is kept in ``_versions/`` and ``Warehouse.rollback`` restores it.
+* Models: rebuilding every model partition over unchanged inputs publishes nothing
+  (same bytes, ``changed`` False, no ``_versions`` entry, same manifests).
 """
 
 from __future__ import annotations
 
 import json
 import shutil
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +27,8 @@ import pytest
 
 from analytics_pipeline.events.dedupe import dedupe_events_day
 from analytics_pipeline.ingest.arrival_day import ingest_arrival_day
+from analytics_pipeline.models import build as model_build
+from analytics_pipeline.models.build import build_model
 from analytics_pipeline.sample_data.generator import GeneratedSummary, generate
 from analytics_pipeline.settings import PipelineSettings
 from analytics_pipeline.warehouse.storage import (
@@ -41,6 +45,7 @@ from analytics_pipeline.warehouse.tables import (
     QUARANTINED_EVENTS,
     RAW_EVENTS,
 )
+from tests.model_fixtures import build_all, event, specs, write_events
 
 START = date(2025, 3, 1)
 EVENT_DAYS = 3
@@ -456,3 +461,83 @@ def test_versions_kept_is_bounded(tmp_path: Path, baseline: tuple[Path, dict[str
         assert scalar(f"SELECT count(*) FROM read_parquet('{warehouse.partition_file(EVENTS, D0)}')") == rows
         manifest = warehouse.read_manifest(EVENTS, D0)
         assert manifest is not None and manifest["events"] == rows
+
+
+# --- (e) model rebuilds with unchanged inputs -----------------------------------------------
+
+MODEL_DAYS = [D0, D1, D2]
+
+
+def _model_traffic() -> list[dict[str, Any]]:
+    """Three days of events for every model: anonymous visits that identify later, sessions
+    crossing midnight, funnel steps, traits; several rows per partition, so the row order of
+    every table is exercised."""
+    rows = []
+    for n, day in enumerate(MODEL_DAYS):
+        midnight = datetime.fromisoformat(day).replace(tzinfo=UTC)
+        for person in range(6):
+            anon, user = f"anon-{person}", f"user-{person}" if person % 2 else None
+            at = midnight + timedelta(hours=20 + person % 5, minutes=7 * person)
+            rows += [
+                event(f"{day}-{person}-a", at, type="page", anonymous_id=anon, properties={"path": "/"}),
+                event(f"{day}-{person}-b", at + timedelta(minutes=9), event="Product Viewed", anonymous_id=anon),
+                event(f"{day}-{person}-c", at + timedelta(minutes=15 + n), type="identify", user_id=user,
+                      anonymous_id=anon, traits={"plan": ["free", "pro"][(person + n) % 2]}),
+                event(f"{day}-{person}-d", at + timedelta(minutes=40), event="Signed Up", user_id=user,
+                      anonymous_id=anon),
+            ]  # fmt: skip
+    return rows
+
+
+def model_files(warehouse: Warehouse, tables: set[str]) -> dict[str, str]:
+    """sha256 of every published file of the model tables, by path relative to the warehouse."""
+    return {
+        str(path.relative_to(warehouse.root)): file_sha256(path)
+        for table in sorted(tables)
+        for path in sorted((warehouse.root / table).rglob("*.parquet"))
+    }
+
+
+def test_model_rebuilds_with_unchanged_inputs_publish_nothing_new(tmp_path: Path) -> None:
+    """Every model partition (and the unpartitioned users) rebuilt over the same events: the
+    same bytes, ``changed`` False, no ``_versions`` entry, the same manifests. Then one changed
+    input day: only then do rebuilds publish, keeping the replaced version."""
+    (tmp_path / "no_suites").mkdir()  # the gates do not write what is published; skip their cost
+    settings = PipelineSettings(
+        data_dir=str(tmp_path / "data"), duckdb_threads=2, suites_dir=str(tmp_path / "no_suites")
+    )
+    warehouse = Warehouse(settings.warehouse_path)
+    write_events(settings, _model_traffic())
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(model_build, "column_lineage", lambda *args, **kwargs: {})
+        first = build_all(settings, MODEL_DAYS)
+        tables = {key.split(":")[0] for key in first}
+        assert {"identities", "persons", "sessions", "retention", "funnels", "users"} <= tables
+        assert all(result.published.changed for result in first.values())  # first publication
+        hashes, before_manifests = model_files(warehouse, tables), manifests(warehouse)
+        assert len(hashes) == len(first)
+        assert all(
+            result.rows > 0 for key, result in first.items() if key.startswith(("sessions", "persons"))
+        )
+
+        again = build_all(settings, MODEL_DAYS)
+        assert list(again) == list(first)
+        for key, result in again.items():
+            assert result.published.changed is False, f"{key} was republished with different bytes"
+            assert result.published.previous_version is None, key
+            assert result.published.sha256 == first[key].published.sha256, key
+        assert model_files(warehouse, tables) == hashes
+        assert manifests(warehouse) == before_manifests
+        assert files_under(warehouse.root / VERSIONS_DIR) == []
+        assert files_under(warehouse.root / STAGING_DIR) == []
+
+        # the check can fail: one more event on D2 changes person_events D2, which then keeps a version
+        write_events(settings, [*_model_traffic(), event("extra", datetime.fromisoformat(D2).replace(
+            hour=3, tzinfo=UTC), user_id="user-new")])  # fmt: skip
+        rebuilt = build_model(settings, specs()["person_events"], D2)
+        assert rebuilt.published.changed is True
+        assert [p.name for p in warehouse.versions("person_events", D2)] == ["v000001.parquet"]
+        assert (
+            file_sha256(warehouse.versions("person_events", D2)[0])
+            == hashes[f"person_events/date={D2}/part-0.parquet"]
+        )

@@ -5,6 +5,10 @@ yesterday's events (``nightly_job``). Yesterday's files can also hold late event
 L days before it, so when that run succeeds ``late_window_sensor`` rebuilds those event
 dates (``late_window_job``). Two steps rather than one run because a run has one
 partition key, and the rebuild must wait for the ingest to finish.
+
+``events`` and ``event_id_conflicts`` are built and published together by one gated step;
+either can be selected alone, and the step then warns that it published the other too
+(see ``selected_only`` in ``defs/ingest.py``).
 """
 
 from collections.abc import Iterator
@@ -27,6 +31,7 @@ from dagster import (
 )
 
 from analytics_pipeline.defs.checks import check_results, check_specs, failed_gate
+from analytics_pipeline.defs.ingest import selected_only, unselected_metadata, warn_unselected
 from analytics_pipeline.defs.metadata import count_metadata, declared_schema, publish_metadata
 from analytics_pipeline.defs.partitions import daily_partitions, late_window_mapping
 from analytics_pipeline.events import dedupe
@@ -78,10 +83,15 @@ DEDUPE_CHECKS = check_specs(EVENTS, EVENTS_CHECKS)  # event_id_conflicts has non
     ],
     partitions_def=daily_partitions,
     check_specs=DEDUPE_CHECKS,
+    can_subset=True,  # selectable alone; it always builds and publishes both (see selected_only)
     pool="warehouse_io",
 )
 def dedupe_events_day(context: AssetExecutionContext, settings: PipelineSettings) -> Iterator[Any]:
     """Deduplicate one event date; publish only if the blocking checks pass."""
+    yield from selected_only(context, _dedupe_results(context, settings))
+
+
+def _dedupe_results(context: AssetExecutionContext, settings: PipelineSettings) -> Iterator[Any]:
     day = context.partition_key
     try:
         result = dedupe.dedupe_events_day(settings, day)
@@ -96,10 +106,12 @@ def dedupe_events_day(context: AssetExecutionContext, settings: PipelineSettings
         f"{counts['duplicates']} duplicates, {counts['id_conflicts']} id conflicts"
     )
     refresh_catalog(Warehouse(settings.warehouse_path))
+    unselected = unselected_metadata(warn_unselected(context, day, result.published))
     yield MaterializeResult(
         asset_key=EVENTS,
         metadata={
             **count_metadata(counts),
+            **unselected,
             "duration_s": round(result.duration_s, 3),
             "gate_duration_s": round(result.gate_duration_s, 3),
             **publish_metadata(result.published[EVENTS], counts["events"], EVENT_COLUMNS),
@@ -107,9 +119,12 @@ def dedupe_events_day(context: AssetExecutionContext, settings: PipelineSettings
     )
     yield MaterializeResult(
         asset_key=EVENT_ID_CONFLICTS,
-        metadata=publish_metadata(
-            result.published[EVENT_ID_CONFLICTS], counts["id_conflicts"], CONFLICT_COLUMNS
-        ),
+        metadata={
+            **unselected,
+            **publish_metadata(
+                result.published[EVENT_ID_CONFLICTS], counts["id_conflicts"], CONFLICT_COLUMNS
+            ),
+        },
     )
     yield from check_results(result.checks, DEDUPE_CHECKS)  # they audited what was just published
 

@@ -1,10 +1,18 @@
-"""The ingest stage in Dagster: ``raw_events``, ``quarantined_events`` and ``file_ledger``, one step per arrival day."""
+"""The ingest stage in Dagster: ``raw_events``, ``quarantined_events`` and ``file_ledger``, one step per arrival day.
 
-from collections.abc import Iterator
+The step builds its tables together and publishes them together, only when every gate
+passed: they are one unit. It can still be selected alone (``--select raw_events``): it
+then builds and publishes all of them as always, reports what was selected and warns
+that the others were published without Dagster recording it (see :func:`selected_only`).
+"""
+
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from dagster import (
+    AssetCheckResult,
     AssetExecutionContext,
+    AssetKey,
     AssetSpec,
     Definitions,
     MaterializeResult,
@@ -21,7 +29,7 @@ from analytics_pipeline.ingest.parsing import QUARANTINE_COLUMNS, RAW_EVENT_COLU
 from analytics_pipeline.quality.outcomes import GateFailed
 from analytics_pipeline.settings import PipelineSettings
 from analytics_pipeline.warehouse.catalog import refresh_catalog
-from analytics_pipeline.warehouse.storage import Warehouse
+from analytics_pipeline.warehouse.storage import PublishResult, Warehouse
 from analytics_pipeline.warehouse.tables import FILE_LEDGER, QUARANTINED_EVENTS, RAW_EVENTS
 
 LEDGER_COLUMNS = {
@@ -34,6 +42,49 @@ LEDGER_COLUMNS = {
 INGEST_CHECKS = check_specs(RAW_EVENTS, RAW_EVENTS_CHECKS) + check_specs(
     QUARANTINED_EVENTS, QUARANTINED_EVENTS_CHECKS
 )
+
+
+def selected_only(context: AssetExecutionContext, results: Iterable[Any]) -> Iterator[Any]:
+    """The results of a multi-asset step that this run selected; the rest are dropped.
+
+    A subsettable multi-asset may only yield the assets and checks Dagster selected. The
+    tables are still built and published together; :func:`warn_unselected` says so.
+    """
+    assets = context.selected_asset_keys
+    checks = {(key.asset_key, key.name) for key in context.selected_asset_check_keys}
+    for result in results:
+        if isinstance(result, MaterializeResult) and result.asset_key not in assets:
+            continue
+        if isinstance(result, AssetCheckResult) and (result.asset_key, result.check_name) not in checks:
+            continue
+        yield result
+
+
+def warn_unselected(
+    context: AssetExecutionContext, day: str, published: Mapping[str, PublishResult]
+) -> list[str]:
+    """Warn about the tables this step published that the run did not select; return them."""
+    unselected = [t for t in published if AssetKey(t) not in context.selected_asset_keys]
+    if unselected:
+        states = ", ".join(f"{t} ({_publish_state(published[t])})" for t in unselected)
+        context.log.warning(
+            f"{context.op_def.name} {day} builds and publishes {', '.join(published)} together "
+            f"(one gated unit, every blocking check passed), so it also published {states}, which "
+            "this run did not select: Dagster records no materialization or check results for them. "
+            f"Select them too: --select {','.join(published)}"
+        )
+    return unselected
+
+
+def _publish_state(published: PublishResult) -> str:
+    if not published.changed:
+        return "bytes unchanged"
+    return "new version" if published.previous_version else "first version"
+
+
+def unselected_metadata(unselected: list[str]) -> dict[str, Any]:
+    """Materialization metadata naming the tables published alongside but not selected."""
+    return {"also_published_unselected": MetadataValue.json(unselected)} if unselected else {}
 
 
 @multi_asset(
@@ -63,10 +114,15 @@ INGEST_CHECKS = check_specs(RAW_EVENTS, RAW_EVENTS_CHECKS) + check_specs(
     ],
     partitions_def=daily_partitions,
     check_specs=INGEST_CHECKS,
+    can_subset=True,  # selectable alone; it always builds and publishes all three (see selected_only)
     pool="warehouse_io",
 )
 def ingest_arrival_day(context: AssetExecutionContext, settings: PipelineSettings) -> Iterator[Any]:
     """Read one arrival day of landing files; publish only if the blocking checks pass."""
+    yield from selected_only(context, _ingest_results(context, settings))
+
+
+def _ingest_results(context: AssetExecutionContext, settings: PipelineSettings) -> Iterator[Any]:
     day = context.partition_key
     context.log.info(f"reading {settings.landing_path}/{day} (late window {settings.late_window_days} days)")
     try:
@@ -80,11 +136,13 @@ def ingest_arrival_day(context: AssetExecutionContext, settings: PipelineSetting
         f"{counts['quarantined_lines']} lines quarantined {counts['quarantined_by_reason']}"
     )
     refresh_catalog(Warehouse(settings.warehouse_path))
+    unselected = unselected_metadata(warn_unselected(context, day, result.published))
     shared = {**count_metadata(counts), "duration_s": round(result.duration_s, 3)}
     yield MaterializeResult(
         asset_key=RAW_EVENTS,
         metadata={
             **shared,
+            **unselected,
             **publish_metadata(result.published[RAW_EVENTS], counts["raw_events"], RAW_EVENT_COLUMNS),
         },
     )
@@ -93,6 +151,7 @@ def ingest_arrival_day(context: AssetExecutionContext, settings: PipelineSetting
         asset_key=QUARANTINED_EVENTS,
         metadata={
             "quarantined_by_reason": MetadataValue.json(counts["quarantined_by_reason"]),
+            **unselected,
             **publish_metadata(result.published[QUARANTINED_EVENTS], quarantined, QUARANTINE_COLUMNS),
         },
     )
@@ -100,6 +159,7 @@ def ingest_arrival_day(context: AssetExecutionContext, settings: PipelineSetting
         asset_key=FILE_LEDGER,
         metadata={
             "files_by_status": MetadataValue.json(counts["files_by_status"]),
+            **unselected,
             **publish_metadata(result.published[FILE_LEDGER], counts["files"], LEDGER_COLUMNS),
         },
     )

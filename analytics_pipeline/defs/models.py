@@ -6,7 +6,7 @@ so the asset graph in the UI is the SQL's own lineage. The final models carry th
 ``models_sensor`` launches the rebuilds ``models/plan.py`` orders.
 """
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from dagster import (
@@ -36,7 +36,8 @@ from analytics_pipeline.defs.events import late_window_job, nightly_job
 from analytics_pipeline.defs.metadata import declared_schema, publish_metadata
 from analytics_pipeline.defs.partitions import daily_partitions, window_mapping
 from analytics_pipeline.defs.resources import settings as load_settings
-from analytics_pipeline.models.build import build_model
+from analytics_pipeline.metrics.sketches import SKETCHES_SPEC
+from analytics_pipeline.models.build import ModelResult, build_model
 from analytics_pipeline.models.loader import ModelSpec, Window, load_models
 from analytics_pipeline.models.plan import (
     DAILY_MODELS_JOB,
@@ -51,11 +52,15 @@ from analytics_pipeline.settings import PipelineSettings
 from analytics_pipeline.warehouse.catalog import refresh_catalog
 from analytics_pipeline.warehouse.storage import Warehouse
 
+Builder = Callable[[PipelineSettings, ModelSpec, str | None], ModelResult]
+
 # Model runs touch self-dependent snapshots (identities[D] reads identities[D-1]), so they
 # run one at a time, oldest date first: dagster.yaml limits this tag to 1 concurrent run.
 MODELS_QUEUE_TAG = "analytics/models_queue"
 
 model_specs = load_models(load_settings.models_path)
+# every table the rebuild plan orders: the SQL models, then the daily sketches read from them
+planned_specs = [*model_specs, SKETCHES_SPEC]
 final_models_freshness = load_freshness(
     load_settings.freshness_path, known_models=[spec.name for spec in model_specs]
 )
@@ -77,20 +82,24 @@ def _mapping(window: Window) -> PartitionMapping | None:
     return window_mapping(window.start, window.end)
 
 
-def model_asset(spec: ModelSpec) -> AssetsDefinition:
+def model_asset(
+    spec: ModelSpec, build: Builder = build_model, group_name: str = "models"
+) -> AssetsDefinition:
+    """The Dagster asset of one planned table: a SQL model, or a table built in Python (``build``)."""
     checks = check_specs(spec.name, partitioned=spec.partitioned)
+    source = f"SQL: assets/models/{spec.path.name}" if spec.sql else f"Built by {spec.path.name}"
     deps = [
         AssetDep(upstream, partition_mapping=_mapping(window)) for upstream, window in spec.upstreams.items()
     ]
 
     @asset(
         name=spec.name,
-        description=f"{spec.description}\n\nGrain: {spec.grain}.\n\nSQL: assets/models/{spec.path.name}",
+        description=f"{spec.description}\n\nGrain: {spec.grain}.\n\n{source}",
         deps=deps,
         partitions_def=daily_partitions if spec.partitioned else None,
-        group_name="models",
-        kinds={"duckdb", "sql", "parquet"},
-        metadata={"dagster/column_schema": declared_schema(spec.columns), "sql_file": str(spec.path.name)},
+        group_name=group_name,
+        kinds={"duckdb", "sql", "parquet"} if spec.sql else {"duckdb", "python", "parquet"},
+        metadata={"dagster/column_schema": declared_schema(spec.columns), "source_file": str(spec.path.name)},
         pool="warehouse_io",
         check_specs=checks,
         freshness_policy=freshness_policy_for(spec.name),  # checks/freshness.yml
@@ -98,7 +107,7 @@ def model_asset(spec: ModelSpec) -> AssetsDefinition:
     def _build(context: AssetExecutionContext, settings: PipelineSettings) -> Iterator[Any]:
         day = context.partition_key if spec.partitioned else None
         try:
-            result = build_model(settings, spec, day)
+            result = build(settings, spec, day)
         except GateFailed as failed:
             yield from failed_gate(failed, checks)
             return
@@ -130,9 +139,9 @@ model_assets = [model_asset(spec) for spec in model_specs]
 
 models_job = define_asset_job(
     DAILY_MODELS_JOB,
-    selection=AssetSelection.assets(*[spec.name for spec in model_specs if spec.partitioned]),
+    selection=AssetSelection.assets(*[spec.name for spec in planned_specs if spec.partitioned]),
     partitions_def=daily_partitions,
-    description="Build every daily model (assets/models/*.sql) for one date.",
+    description="Build every daily model (assets/models/*.sql) and the daily sketches for one date.",
     tags={MODELS_QUEUE_TAG: "serial"},
 )
 
@@ -159,7 +168,7 @@ def models_sensor(context: RunStatusSensorContext, settings: PipelineSettings) -
     def log_skip(name: str, day: str | None, blocked: Blocked) -> None:
         context.log.warning(skip_message(name, day, blocked))
 
-    runs = plan_rebuilds(model_specs, {event_day}, Warehouse(settings.warehouse_path), on_skip=log_skip)
+    runs = plan_rebuilds(planned_specs, {event_day}, Warehouse(settings.warehouse_path), on_skip=log_skip)
     for position, run in enumerate(runs):
         yield RunRequest(
             run_key=f"models:{run_id}:{position}",

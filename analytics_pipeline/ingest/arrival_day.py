@@ -69,7 +69,11 @@ QUARANTINED_EVENTS_CHECKS = [
     SqlCheck(
         "quarantine_reason_recorded",
         "Every quarantined row names its file, reason code and message.",
-        evaluate=sql_checks.not_null("staged_quarantine", ("reason", "message", "file_path"), "file_path"),
+        evaluate=sql_checks.not_null(
+            "staged_quarantine",
+            ("reason", "message", "file_path"),
+            "coalesce(file_path, '?') || ':' || coalesce(CAST(line_number AS VARCHAR), 'file')",
+        ),
     ),
 ]
 
@@ -159,7 +163,9 @@ def ingest_arrival_day(settings: PipelineSettings, day: str, publish: bool = Tru
         gate_status.record(warehouse, [RAW_EVENTS, QUARANTINED_EVENTS], day, outcomes)
     if any(c.blocks for c in outcomes):
         result.duration_s = time.perf_counter() - started
-        raise GateFailed(RAW_EVENTS, day, outcomes)
+        # name the table whose checks failed (both stay unpublished: they are one unit)
+        table = RAW_EVENTS if any(c.blocks for c in raw_checks) else QUARANTINED_EVENTS
+        raise GateFailed(table, day, outcomes)
     if publish:
         for table, staged in (
             (RAW_EVENTS, raw_staged),

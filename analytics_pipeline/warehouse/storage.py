@@ -10,6 +10,12 @@ Layout under ``<warehouse>``::
 One file per partition, so publishing is a single ``os.replace``: a reader sees the
 old file or the new one, never a mix, and a crash leaves nothing inside a table's
 glob but published files.
+
+Test seam: ``publish``, ``_keep_version`` and ``rollback`` call ``PUBLISH_STEP_HOOK``
+with the name of each point in ``PUBLISH_STEPS`` they pass, the moments where a crash
+matters. It does nothing unless a test replaces it (``tests/scripts/publish_loop.py``
+stops its own process there, so ``tests/test_crash_safety.py`` can SIGKILL it exactly
+at that point); package code never sets it.
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ import hashlib
 import json
 import os
 import shutil
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +33,28 @@ PUBLISHED_FILE = "part-0.parquet"
 STAGING_DIR = "_staging"
 VERSIONS_DIR = "_versions"
 MANIFESTS_DIR = "_manifests"
+
+# Where a crash matters, in the order a publish that replaces a file passes them.
+PUBLISH_STEPS = (
+    "publish:staged_synced",  # the staged file is fsynced; the table is untouched
+    "keep_version:linked",  # the published file has a second name in _versions; old ones not pruned
+    "publish:version_kept",  # the replaced file is kept (pruned); os.replace not done yet
+    "publish:replaced",  # os.replace done; the table directory not fsynced yet
+    "publish:done",  # the directory is fsynced; publish is about to return
+    "rollback:replaced",  # a kept version is back in place; directory and manifest not updated yet
+)
+
+
+def _no_hook(step: str) -> None:
+    """The default ``PUBLISH_STEP_HOOK``: nothing happens at a step."""
+
+
+# A test seam (see the module docstring): called with each name of PUBLISH_STEPS as it is passed.
+PUBLISH_STEP_HOOK: Callable[[str], None] = _no_hook
+
+
+def _step(name: str) -> None:
+    PUBLISH_STEP_HOOK(name)  # looked up at each call, so replacing the module attribute works
 
 
 def file_sha256(path: Path, chunk_size: int = 1 << 20) -> str:
@@ -94,6 +122,7 @@ class Warehouse:
         target.parent.mkdir(parents=True, exist_ok=True)
         with staged.open("rb") as handle:
             os.fsync(handle.fileno())
+        _step("publish:staged_synced")
         new_hash = file_sha256(staged)
         size = staged.stat().st_size
         kept: Path | None = None
@@ -102,8 +131,11 @@ class Warehouse:
                 staged.unlink()
                 return PublishResult(target, size, new_hash, None, changed=False)
             kept = self._keep_version(target, table, day, versions_kept)
+            _step("publish:version_kept")
         os.replace(staged, target)
+        _step("publish:replaced")
         _fsync_dir(target.parent)
+        _step("publish:done")
         return PublishResult(target, size, new_hash, kept, changed=True)
 
     def _keep_version(self, current: Path, table: str, day: str, versions_kept: int) -> Path:
@@ -116,6 +148,7 @@ class Warehouse:
         if manifest.exists():  # the counts of the replaced version stay with it, for rollback
             shutil.copyfile(manifest, kept.with_suffix(".json"))
         os.link(current, kept)  # a second name for the same bytes: cheap and atomic
+        _step("keep_version:linked")
         for old in self.versions(table, day)[:-versions_kept]:
             old.unlink()
             old.with_suffix(".json").unlink(missing_ok=True)
@@ -129,6 +162,7 @@ class Warehouse:
         target = self.partition_file(table, day)
         kept_manifest = versions[-1].with_suffix(".json")
         os.replace(versions[-1], target)
+        _step("rollback:replaced")
         _fsync_dir(target.parent)
         manifest = self.manifest_path(table, day)
         if kept_manifest.exists():

@@ -28,6 +28,7 @@ columns:
   step_index: 1-based step number.
   step: "Step label: the event name for a track step, else the type followed by the path when one is given (e.g. 'page /pricing')."
   persons: Persons of the cohort who reached this step (BIGINT).
+  steps: Number of steps of the funnel (step_index = steps is its last step).
   conversion_from_first: persons / persons at step 1 (DOUBLE; NULL when no one entered).
   conversion_from_previous: persons / persons at step_index - 1 (DOUBLE; 1.0 at step 1; NULL when the previous step has 0 persons).
 */
@@ -106,6 +107,7 @@ SELECT
     step_index,
     step,
     CAST(persons AS BIGINT) AS persons,
+    CAST(count(*) OVER (PARTITION BY funnel) AS BIGINT) AS steps,
     CAST(persons AS DOUBLE)
         / nullif(first_value(persons) OVER (PARTITION BY funnel ORDER BY step_index), 0) AS conversion_from_first,
     CAST(persons AS DOUBLE)

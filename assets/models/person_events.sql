@@ -19,6 +19,8 @@ columns:
   page_path: Path of a page call (properties.path, else context.page.path).
   referrer: Referrer (properties.referrer, else context.page.referrer).
   traits: Identify traits (JSON).
+  revenue: properties.revenue of an Order Completed event as DOUBLE (NULL otherwise, or when not a number).
+  library: The client library that sent the event (context.library.name).
 */
 SELECT
     e.message_id,
@@ -32,7 +34,11 @@ SELECT
     END AS page_path,
     nullif(coalesce(json_extract_string(e.properties, '$.referrer'),
                     json_extract_string(e.context, '$.page.referrer')), '') AS referrer,
-    e.traits
+    e.traits,
+    CASE WHEN e.type = 'track' AND e.event = 'Order Completed'
+        THEN TRY_CAST(json_extract_string(e.properties, '$.revenue') AS DOUBLE)
+    END AS revenue,
+    json_extract_string(e.context, '$.library.name') AS library
 FROM events AS e
 LEFT JOIN identities AS i ON i.anonymous_id = e.anonymous_id
 ORDER BY e.timestamp, e.message_id

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import duckdb
 import pytest
 
 from analytics_pipeline.events.dedupe import dedupe_events_day
@@ -128,3 +129,58 @@ def test_late_window_setting_bounds_what_is_read(tmp_path, late_window_days: int
         write_lines(settings, day, "a.jsonl", [message(messageId=f"k{k}", receivedAt=f"{day}T09:00:00Z")])
     counts = _run(settings, [f"2025-01-{10 + k}" for k in range(4)])
     assert counts["events"] == late_window_days + 1
+
+
+def _reverse_stored_rows(settings: PipelineSettings, arrival_day: str) -> None:
+    """Rewrite a published raw_events partition with its rows stored last line first."""
+    path = Warehouse(settings.warehouse_path).partition_file("raw_events", arrival_day)
+    reversed_copy = path.with_name("reversed.parquet.tmp")
+    con = duckdb.connect()
+    try:
+        con.execute(
+            f"COPY (SELECT * FROM read_parquet('{path}') ORDER BY file_path DESC, line_number DESC) "
+            f"TO '{reversed_copy}' (FORMAT parquet)"
+        )
+    finally:
+        con.close()
+    reversed_copy.replace(path)
+    assert [r[0] for r in query(path, "SELECT line_number FROM t")] == list(range(10, 0, -1))
+
+
+@pytest.mark.parametrize("stored", ["file_order", "reversed"])
+@pytest.mark.parametrize("earlier", ["price_9.5", "price_10.5", "identical"])
+def test_tie_on_received_at_in_one_file_is_broken_by_the_earlier_line(
+    settings: PipelineSettings, earlier: str, stored: str
+) -> None:
+    """Two copies of m-1, same receivedAt, same arrival day, same file, on lines 9 and 10
+    (9 < 10 as numbers, not as text). The copy on line 9 wins, whichever content it has
+    (``earlier``), and also when raw_events stores the rows last line first (``stored``), so
+    it is the line number that decides, not the content or the order the rows are read in."""
+    cheap = message(properties={"product_id": "p1", "price": 9.5, "currency": "USD"})
+    dear = message(properties={"product_id": "p1", "price": 10.5, "currency": "USD"})
+    first, second = {"price_9.5": (cheap, dear), "price_10.5": (dear, cheap), "identical": (cheap, cheap)}[
+        earlier
+    ]
+    assert first["receivedAt"] == second["receivedAt"]
+    filler = [message(messageId=f"f-{n}") for n in range(1, 9)]  # lines 1..8
+    write_lines(settings, DAY, "a.jsonl", [*filler, first, second])
+    ingest_arrival_day(settings, DAY)
+    if stored == "reversed":
+        _reverse_stored_rows(settings, DAY)
+    counts = dedupe_events_day(settings, DAY).counts
+
+    (winner,) = [r for r in _events(settings) if r[0] == "m-1"]
+    kept_price = str(first["properties"]["price"])
+    assert (winner[2], winner[3], winner[5]) == (f"{DAY}/a.jsonl", 9, kept_price)
+    conflicts = query(
+        Warehouse(settings.warehouse_path).partition_file("event_id_conflicts", DAY),
+        "SELECT message_id, line_number, json_extract_string(raw_line::JSON, '$.properties.price') FROM t",
+    )
+    assert counts["events"] == 9 and counts["input_rows"] == 10
+    if earlier == "identical":
+        assert winner[4] == 2  # one event delivered twice
+        assert (counts["duplicates"], counts["id_conflicts"]) == (1, 0) and conflicts == []
+    else:
+        assert winner[4] == 1
+        assert (counts["duplicates"], counts["id_conflicts"]) == (0, 1)
+        assert conflicts == [("m-1", 10, str(second["properties"]["price"]))]

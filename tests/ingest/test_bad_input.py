@@ -16,10 +16,13 @@ from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from unittest.mock import ANY
 
+import duckdb
 import pyarrow as pa
 import pytest
 
+from analytics_pipeline.events.dedupe import dedupe_events_day
 from analytics_pipeline.ingest.landing import (
     KEPT_PREFIX_BYTES,
     MAX_LINE_BYTES,
@@ -27,7 +30,7 @@ from analytics_pipeline.ingest.landing import (
     resolve_inside,
 )
 from analytics_pipeline.ingest.parsing import LINE_REASONS
-from tests.landing_builders import DAY, DROP, Ingested, LandingDay, encode, message
+from tests.landing_builders import DAY, DROP, Ingested, LandingDay, encode, message, read_parquet_rows
 
 EVENTS = "events.jsonl"
 FILE = f"{DAY}/{EVENTS}"
@@ -104,6 +107,20 @@ LINE_CASES: list[tuple[str, Any, str, str, str | None]] = [
     ("empty_message_id", message(2, messageId=""), "missing_message_id", "messageId", None),
     ("blank_message_id", message(2, messageId="   "), "missing_message_id", "messageId", None),
     ("null_message_id", message(2, messageId=None), "missing_message_id", "messageId", None),
+    # a messageId that is there but not a string: wrong_field_type, not missing_message_id (the
+    # quarantine's message_id then holds the value's JSON text, e.g. '42'; not pinned here)
+    ("number_message_id", message(2, messageId=42), "wrong_field_type",
+     "messageId is ubigint, expected string", ANY),
+    ("negative_number_message_id", message(2, messageId=-7), "wrong_field_type",
+     "messageId is bigint, expected string", ANY),
+    ("float_message_id", message(2, messageId=2.5), "wrong_field_type",
+     "messageId is double, expected string", ANY),
+    ("object_message_id", message(2, messageId={"id": "m-0002"}), "wrong_field_type",
+     "messageId is object, expected string", ANY),
+    ("array_message_id", message(2, messageId=["m-0002"]), "wrong_field_type",
+     "messageId is array, expected string", ANY),
+    ("boolean_message_id", message(2, messageId=True), "wrong_field_type",
+     "messageId is boolean, expected string", ANY),
     ("missing_received_at", message(2, receivedAt=DROP), "missing_received_at", "receivedAt", "m-0002"),
     ("no_identity", message(2, anonymousId=DROP), "missing_identity", "neither userId nor anonymousId",
      "m-0002"),
@@ -523,6 +540,117 @@ def test_offsets_and_epoch_milliseconds(
     assert row["event_date"].isoformat() == expected.date().isoformat()
     assert out.counts["late_events"] == (1 if expected.date().isoformat() < DAY else 0)
     assert_reconciles(out)
+
+
+# The impossible-instant bound: a time is valid from 2000-01-01T00:00:00Z up to, not including,
+# 2100-01-01T00:00:00Z (parsing._ts_ok, on the instant, whatever offset it is written with).
+# invalid_timestamp is judged before too_late and future_timestamp, so cases are also placed
+# where those two rules would not reject them: 2100-01-01 00:00Z arriving on 2100-01-01 is not
+# in the future, and 1999-12-31 arriving on 2000-01-01 is within the 3-day late window.
+# Per arrival day: (messageId, fields, verdict): the event date of an accepted line, or
+# (reason, the field its message names) of a quarantined one.
+BOUND_CASES: dict[str, list[tuple[str, dict[str, Any], str | tuple[str, str]]]] = {
+    "2099-12-31": [
+        ("ts-last-us", {"timestamp": "2099-12-31T23:59:59.999999Z"}, "2099-12-31"),
+        ("ts-offset", {"timestamp": "2100-01-01T00:59:59.999+01:00"}, "2099-12-31"),  # 23:59:59.999Z
+        ("ms-last", {"timestamp": epoch_ms("2100-01-01T00:00:00Z") - 1}, "2099-12-31"),
+        ("ts-2100", {"timestamp": "2100-01-01T00:00:00Z"}, ("invalid_timestamp", "timestamp")),
+        ("ts-2100-offset", {"timestamp": "2099-12-31T23:00:00-01:00"}, ("invalid_timestamp", "timestamp")),
+        ("ms-2100", {"timestamp": epoch_ms("2100-01-01T00:00:00Z")}, ("invalid_timestamp", "timestamp")),
+        ("recv-last-us", {"receivedAt": "2099-12-31T23:59:59.999999Z"}, "2099-12-31"),
+        ("recv-2100", {"receivedAt": "2100-01-01T00:00:00Z"}, ("invalid_timestamp", "receivedAt")),
+        # no timestamp: originalTimestamp is the event time, and the bound applies to it
+        ("orig-last-us", {"timestamp": DROP, "originalTimestamp": "2099-12-31T23:59:59.999999Z"}, "2099-12-31"),
+        ("orig-2100", {"timestamp": DROP, "originalTimestamp": "2100-01-01T00:00:00Z"},
+         ("invalid_timestamp", "originalTimestamp")),
+    ],
+    "2100-01-01": [  # receivedAt stays in 2099: the arrival folder's date is not compared with it
+        ("ts-last-us", {"timestamp": "2099-12-31T23:59:59.999999Z"}, "2099-12-31"),  # a late event
+        ("ts-2100", {"timestamp": "2100-01-01T00:00:00Z"}, ("invalid_timestamp", "timestamp")),
+        ("ts-2100-noon", {"timestamp": "2100-01-01T12:00:00Z"}, ("invalid_timestamp", "timestamp")),
+    ],
+    "2000-01-01": [
+        ("ts-first", {"timestamp": "2000-01-01T00:00:00Z"}, "2000-01-01"),
+        ("ms-first", {"timestamp": epoch_ms("2000-01-01T00:00:00Z")}, "2000-01-01"),
+        ("ts-1999", {"timestamp": "1999-12-31T23:59:59.999999Z"}, ("invalid_timestamp", "timestamp")),
+        ("ms-1999", {"timestamp": epoch_ms("2000-01-01T00:00:00Z") - 1}, ("invalid_timestamp", "timestamp")),
+        ("ts-1999-offset", {"timestamp": "2000-01-01T00:59:59+01:00"}, ("invalid_timestamp", "timestamp")),
+        ("recv-first", {"receivedAt": "2000-01-01T00:00:00Z"}, "2000-01-01"),
+        ("recv-1999", {"receivedAt": "1999-12-31T23:59:59.999999Z"}, ("invalid_timestamp", "receivedAt")),
+    ],
+}  # fmt: skip
+BOUND_DEFAULTS = {  # valid times on each arrival day, which the cases override
+    "2099-12-31": {"timestamp": "2099-12-31T12:00:00Z", "receivedAt": "2099-12-31T12:00:01Z"},
+    "2100-01-01": {"timestamp": "2099-12-31T12:00:00Z", "receivedAt": "2099-12-31T23:59:59Z"},
+    "2000-01-01": {"timestamp": "2000-01-01T12:00:00Z", "receivedAt": "2000-01-01T12:00:01Z"},
+}
+
+
+@pytest.mark.parametrize("arrival_day", sorted(BOUND_CASES))
+def test_timestamps_outside_2000_to_2099_are_invalid_at_the_exact_bound(
+    tmp_path: Path, arrival_day: str
+) -> None:
+    cases = BOUND_CASES[arrival_day]
+    landing = LandingDay(tmp_path / "data", day=arrival_day)
+    landing.write_lines(EVENTS, [
+        message(n, messageId=mid, **{**BOUND_DEFAULTS[arrival_day], **fields})
+        for n, (mid, fields, _) in enumerate(cases, start=1)
+    ])  # fmt: skip
+    out = landing.ingest()
+    verdicts: dict[str, str | tuple[str, str]] = {
+        r["message_id"]: r["event_date"].isoformat() for r in out.raw
+    }
+    for q in out.quarantine:
+        assert q["line_number"] is not None
+        assert q["message"].endswith(" is not an ISO 8601 time or epoch milliseconds between 2000 and 2099")
+        verdicts[q["message_id"]] = (q["reason"], q["message"].split(" ")[0])
+    assert verdicts == {mid: verdict for mid, _, verdict in cases}
+    rejected = sum(1 for _, _, verdict in cases if isinstance(verdict, tuple))
+    assert out.counts["quarantined_by_reason"] == {"invalid_timestamp": rejected}
+    assert_reconciles(out)
+
+
+# --- other Segment call types ------------------------------------------------------------
+
+
+def test_screen_group_and_alias_calls_are_accepted_with_their_type(landing: LandingDay) -> None:
+    """Not only track, page and identify: screen, group and alias calls reach raw_events and,
+    after the dedupe step, events, keeping their type (and no event name)."""
+    lines = [
+        message(1),
+        message(2, type="screen", event=DROP, name="Home Screen", properties={"variation": "blue"}),
+        message(3, type="group", event=DROP, properties=DROP, userId="u-3", groupId="g-1",
+                traits={"name": "Acme", "plan": "pro"}),
+        message(4, type="alias", event=DROP, properties=DROP, anonymousId=DROP, userId="u-4",
+                previousId="anon-4"),
+    ]  # fmt: skip
+    landing.write_lines(EVENTS, lines)
+    out = landing.ingest()
+    assert out.quarantine == []
+    expected = [
+        ("m-0001", "track", "Product Viewed", None, "anon-1"),
+        ("m-0002", "screen", None, None, "anon-2"),
+        ("m-0003", "group", None, "u-3", "anon-3"),
+        ("m-0004", "alias", None, "u-4", None),
+    ]
+    columns = ("message_id", "type", "event", "user_id", "anonymous_id")
+    assert [tuple(r[c] for c in columns) for r in out.raw] == expected
+    by_id = {r["message_id"]: r for r in out.raw}
+    assert json.loads(by_id["m-0002"]["properties"]) == {"variation": "blue"}
+    assert json.loads(by_id["m-0003"]["traits"]) == {"name": "Acme", "plan": "pro"}
+    assert out.counts["unregistered_events"] == 3  # no schema is registered for these types
+    assert_reconciles(out)
+
+    settings = landing.settings()
+    result = dedupe_events_day(settings, DAY)
+    assert (result.counts["events"], result.counts["duplicates"], result.counts["id_conflicts"]) == (4, 0, 0)
+    con = duckdb.connect()
+    try:
+        con.execute("SET TimeZone = 'UTC'")
+        events = read_parquet_rows(con, result.published["events"].path, "message_id")
+    finally:
+        con.close()
+    assert [tuple(r[c] for c in columns) for r in events] == expected
 
 
 def test_numeric_user_id_is_accepted_as_string(landing: LandingDay) -> None:

@@ -25,7 +25,7 @@ from typing import Any
 
 import pytest
 import yaml
-from hypothesis import HealthCheck, given
+from hypothesis import HealthCheck, example, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
@@ -81,6 +81,22 @@ FULL OUTER JOIN (
 ) AS t ON t.person_id = p.person_id
 """
 
+# The same snapshot without the self-dependency (from person_events of the 40 days up to D), for
+# the property tests: only the days retention is built for need a persons partition, not the
+# whole month. Equal to STAND_IN_PERSONS while all events lie within 40 days of each other.
+STAND_IN_PERSONS_WINDOWED = """/*
+description: Test stand-in for the persons snapshot, read from person_events of D-40 .. D.
+grain: one row per person_id (per snapshot date)
+partitioned: daily
+window:
+  person_events: [-40, 0]
+*/
+SELECT person_id, min(event_date) AS first_seen_date
+FROM person_events
+WHERE person_id IS NOT NULL
+GROUP BY person_id
+"""
+
 
 # --- which funnels the funnel_steps seed table holds ------------------------------------------
 
@@ -113,20 +129,29 @@ def _no_lineage(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(model_build, "column_lineage", lambda spec, outputs, schema: {})
 
 
-def make_models_dir(root: Path) -> Path:
+def make_models_dir(root: Path, *, windowed_persons: bool = False, suites: bool = True) -> Path:
+    """The models folder (real person_events, funnels and retention; stand-ins for identities
+    and persons) and, next to it, the suites folder ``build`` points the settings at.
+
+    ``suites=False`` leaves the suites folder empty: the property tests compare contents
+    with the oracles, and a Great Expectations suite costs ~0.15 s of a ~0.2 s build; the
+    gates still run on the hand cases and are tested in tests/quality.
+    """
     directory = root / "models"
     directory.mkdir(parents=True, exist_ok=True)
     shutil.copy(MODELS_DIR / "person_events.sql", directory / "person_events.sql")
     shutil.copy(FUNNELS_SQL, directory / "funnels.sql")
     shutil.copy(RETENTION_SQL, directory / "retention.sql")
     (directory / "identities.sql").write_text(STAND_IN_IDENTITIES)
-    (directory / "persons.sql").write_text(STAND_IN_PERSONS)
+    (directory / "persons.sql").write_text(
+        STAND_IN_PERSONS_WINDOWED if windowed_persons else STAND_IN_PERSONS
+    )
     # the project's suites, but not those of the two stand-ins (their columns differ)
-    suites = root / "suites"
-    suites.mkdir(exist_ok=True)
-    for suite in SUITES_DIR.glob("*.yml"):
+    suites_dir = root / "suites"
+    suites_dir.mkdir(exist_ok=True)
+    for suite in SUITES_DIR.glob("*.yml") if suites else ():
         if suite.stem not in ("identities", "persons"):
-            shutil.copy(suite, suites / suite.name)
+            shutil.copy(suite, suites_dir / suite.name)
     return directory
 
 
@@ -145,19 +170,23 @@ def build(
     models_dir: Path,
     days: list[str],
     targets: tuple[str, ...] = ("funnels", "retention"),
+    target_days: list[str] | None = None,
 ) -> None:
     """person_events for the published event days; persons for every day of the range (it
-    reads its previous partition); then the targets for every day, after all data landed."""
+    reads its previous partition; the windowed stand-in only for the target days); then the
+    targets for every day of the range (or ``target_days``), after all data landed."""
     specs = {s.name: s for s in loader.load_models(models_dir)}
     settings = settings.model_copy(update={"suites_dir": str(models_dir.parent / "suites")})
     every = day_span(days)
+    built = every if target_days is None else sorted(target_days)
+    persons_days = every if specs["persons"].self_dependent else built
     for day in every:
         if day in days:
             model_build.build_model(settings, specs["identities"], day)
             model_build.build_model(settings, specs["person_events"], day)
-        if "retention" in targets:
+        if "retention" in targets and day in persons_days:
             model_build.build_model(settings, specs["persons"], day)
-    for day in every:
+    for day in built:
         for target in targets:
             model_build.build_model(settings, specs[target], day)
 
@@ -237,7 +266,7 @@ def funnel_oracle(
                 before = counts[i - 1] if i else counts[0]
                 out.append({
                     "funnel": f["name"], "cohort_date": date.fromisoformat(day), "step_index": i + 1, "step": label,
-                    "persons": counts[i],
+                    "persons": counts[i], "steps": len(steps),
                     "conversion_from_first": counts[i] / counts[0] if counts[0] else None,
                     "conversion_from_previous": counts[i] / before if before else None,
                 })  # fmt: skip
@@ -537,6 +566,10 @@ HYPOTHESIS_FUNNELS = [
 ]  # fmt: skip
 KINDS = ["A", "B", "C", "page:/p", "page:/q"]
 SECONDS = [0, 1, 3600, 86399]
+# Event days: the first days (entries), and days 13-15, so that the 14-day window of
+# any_page (inclusive, exact seconds) and the end of the D .. D+14 read are reached from
+# entries on days 0 and 1.
+FUNNEL_DAYS = [0, 1, 2, 13, 14, 15]
 
 
 @st.composite
@@ -545,14 +578,31 @@ def funnel_events(draw: Any) -> list[dict[str, Any]]:
     ids = draw(st.permutations(range(n)))
     rows = []
     for i in range(n):
-        at = D0 + timedelta(days=draw(st.sampled_from([0, 1, 2])), seconds=draw(st.sampled_from(SECONDS)))
+        day = draw(st.sampled_from(FUNNEL_DAYS))
+        at = D0 + timedelta(days=day, seconds=draw(st.sampled_from(SECONDS)))
         person = draw(st.sampled_from(["u1", "u2", "anonymous:x"]))
         rows.append(ev(f"m{ids[i]:02d}", person, at, draw(st.sampled_from(KINDS))))
     return rows
 
 
-@hsettings(max_examples=20, deadline=None, suppress_health_check=list(HealthCheck))
+# always run: entries on day 0; steps exactly at the 1-, 2- and 14-day bounds and 1 s past them
+FUNNEL_EDGE_EXAMPLE = [
+    ev("m00", "u1", D0, "page:/p"),
+    ev("m01", "u1", D0 + timedelta(seconds=1), "A"),
+    ev("m02", "u1", D0 + timedelta(days=1), "B"),
+    ev("m03", "u1", D0 + timedelta(days=2), "page:/p"),
+    ev("m04", "u1", D0 + timedelta(days=14), "B"),
+    ev("m05", "u2", D0 + timedelta(seconds=1), "A"),
+    ev("m06", "u2", D0 + timedelta(days=1, seconds=2), "B"),
+    ev("m07", "u2", D0 + timedelta(seconds=3), "page:/q"),
+    ev("m08", "u2", D0 + timedelta(days=14, seconds=4), "B"),
+    ev("m09", "anonymous:x", D0 + timedelta(days=15), "page:/q"),
+]
+
+
+@hsettings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
 @given(rows=funnel_events())
+@example(rows=FUNNEL_EDGE_EXAMPLE)
 def test_funnels_match_oracle(tmp_path_factory: pytest.TempPathFactory, rows: list[dict[str, Any]]) -> None:
     root = tmp_path_factory.mktemp("funnels")
     funnels_file = root / "funnels.yml"
@@ -562,26 +612,62 @@ def test_funnels_match_oracle(tmp_path_factory: pytest.TempPathFactory, rows: li
         install_funnel_steps(mp, funnels_file)
         mp.setattr(model_build, "column_lineage", lambda spec, outputs, schema: {})
         published = write_events(settings, rows)
-        build(settings, make_models_dir(root), published, targets=("funnels",))
-        days = day_span(published)
-        assert_funnels(settings, rows, oracle_funnels(funnels_file), days)
+        # every day with an event is built (a day without one has no entries: all counts 0)
+        build(settings, make_models_dir(root, suites=False), published, ("funnels",), target_days=published)
+        assert_funnels(settings, rows, oracle_funnels(funnels_file), published)
+
+
+RETENTION_SPAN = 33  # days 0..32: cohorts of days 0, 1 and 2 reach D+30 and D+31
+RETENTION_PERSONS = ["u1", "u2", "u3", "anonymous:x"]
+# a person's first day: mostly one whose D+30 and D+31 lie in the span
+FIRST_DAYS = st.one_of(st.sampled_from([0, 1, 2]), st.integers(0, RETENTION_SPAN - 1))
+# days after the first one the person is active again: favour the last periods and just past them
+LATER = st.one_of(st.sampled_from([1, 2, 29, 30, 31]), st.integers(1, RETENTION_SPAN - 1))
+# days that may be published empty (then elapsed periods without activity) or not at all
+MAYBE_EMPTY_DAYS = [2, 29, 30, 31, 32]
 
 
 @st.composite
 def retention_events(draw: Any) -> tuple[list[dict[str, Any]], list[str]]:
-    n = draw(st.integers(1, 12))
-    rows = []
-    for i in range(n):
-        at = D0 + timedelta(days=draw(st.sampled_from([0, 1, 3])), hours=draw(st.sampled_from([0, 23])))
-        rows.append(ev(f"m{i:02d}", draw(st.sampled_from(["u1", "u2", "u3", "anonymous:x"])), at, "page:/"))
-    # day 2 may be published empty or not at all (then it has no period rows); the D+30 / D+31
-    # bound is covered by test_retention_hand_cases (a 31-day span is too slow to build here)
-    empty_days = draw(st.lists(st.just(day_str(2)), max_size=1))
-    return rows, empty_days
+    """Per person a first day and later days of activity (cohort D active on D+29, D+30,
+    D+31 ... is common, not left to chance); a later day past the span is dropped."""
+    persons = draw(st.lists(st.sampled_from(RETENTION_PERSONS), min_size=1, max_size=4, unique=True))
+    days: list[tuple[str, int]] = []
+    for person in persons:
+        first = draw(FIRST_DAYS)
+        later = [first + k for k in draw(st.lists(LATER, max_size=4)) if first + k < RETENTION_SPAN]
+        days += [(person, day) for day in [first, *later]]
+    ids = draw(st.permutations(range(len(days))))
+    rows = [
+        ev(f"m{n:02d}", person, D0 + timedelta(days=day, hours=draw(st.sampled_from([0, 23]))), "page:/")
+        for (person, day), n in zip(days, ids, strict=True)
+    ]
+    empty = draw(st.lists(st.sampled_from(MAYBE_EMPTY_DAYS), unique=True, max_size=3))
+    return rows, [day_str(d) for d in empty]
 
 
-@hsettings(max_examples=20, deadline=None, suppress_health_check=list(HealthCheck))
+def _r(msg: str, person: str, day: int, hour: int = 12) -> dict[str, Any]:
+    return ev(msg, person, D0 + timedelta(days=day, hours=hour), "page:/")
+
+
+# always run: cohort 0 (u1, u3) and cohort 1 (u2) active exactly on D+29, D+30 and D+31
+RETENTION_EDGE_EXAMPLE = (
+    [
+        _r("m00", "u1", 0), _r("m01", "u1", 30, 23), _r("m02", "u1", 31, 0),
+        _r("m03", "u3", 0, 23), _r("m04", "u3", 31, 0),
+        _r("m05", "u2", 1, 0), _r("m06", "u2", 30), _r("m07", "u2", 32, 23),
+        _r("m08", "anonymous:x", 2), _r("m09", "anonymous:x", 29), _r("m10", "anonymous:x", 32, 0),
+    ],
+    [day_str(2)],
+)  # fmt: skip
+# always run: D+30 of cohort 0 is never published, D+31 is: no period-30 row, D+31 not counted
+RETENTION_UNPUBLISHED_EXAMPLE = ([_r("m00", "u1", 0), _r("m01", "u1", 31), _r("m02", "u2", 29)], [])
+
+
+@hsettings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
 @given(case=retention_events())
+@example(case=RETENTION_EDGE_EXAMPLE)
+@example(case=RETENTION_UNPUBLISHED_EXAMPLE)
 def test_retention_matches_oracle(
     tmp_path_factory: pytest.TempPathFactory, case: tuple[list[dict[str, Any]], list[str]]
 ) -> None:
@@ -592,13 +678,12 @@ def test_retention_matches_oracle(
         install_funnel_steps(mp)
         mp.setattr(model_build, "column_lineage", lambda spec, outputs, schema: {})
         published = write_events(settings, rows, days=empty_days)
-        build(settings, make_models_dir(root), published, targets=("retention",))
-        days = day_span(published)
-        got = assert_retention(settings, rows, published, days)
+        models_dir = make_models_dir(root, windowed_persons=True, suites=False)
+        # every published day is built: each cohort day has events, so it is published
+        build(settings, models_dir, published, ("retention",), target_days=published)
+        got = assert_retention(settings, rows, published, published)
         for cohort in {r["cohort_date"] for r in got}:
-            after = [
-                r["persons_on_or_after"]
-                for r in sorted(got, key=lambda r: r["period"])
-                if r["cohort_date"] == cohort
-            ]
+            by_period = sorted((r for r in got if r["cohort_date"] == cohort), key=lambda r: r["period"])
+            after = [r["persons_on_or_after"] for r in by_period]
             assert after == sorted(after, reverse=True)
+            assert all(0 <= r["period"] <= 30 for r in by_period)

@@ -2,20 +2,33 @@
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
+import duckdb
 import pytest
 from dagster import AssetKey, Definitions, materialize
 
 from analytics_pipeline.defs.models import model_asset
-from analytics_pipeline.models.loader import ModelError, load_models, referenced_tables
+from analytics_pipeline.models import build as build_module
+from analytics_pipeline.models.build import build_model
+from analytics_pipeline.models.loader import (
+    SOURCE_TABLES,
+    ModelError,
+    load_model,
+    load_models,
+    referenced_tables,
+)
 from analytics_pipeline.models.plan import affected_partitions
+from analytics_pipeline.quality.outcomes import GateFailed
 from analytics_pipeline.settings import PROJECT_ROOT, PipelineSettings
+from analytics_pipeline.warehouse.storage import STAGING_DIR, Warehouse
 from tests.model_fixtures import event, write_events
 
 MODELS = PROJECT_ROOT / "assets" / "models"
+GATE_CHAIN = ("identities", "person_events", "event_counts")
 
 NEW_MODEL = """/*
 description: Page views per path per day.
@@ -31,6 +44,10 @@ FROM person_events AS p
 JOIN identities AS i ON i.user_id = p.person_id
 GROUP BY p.page_path
 """
+
+
+def _files(directory: Path) -> list[Path]:
+    return sorted(p for p in directory.rglob("*") if p.is_file()) if directory.exists() else []
 
 
 def _copy_models(tmp_path: Path) -> Path:
@@ -132,3 +149,60 @@ def test_late_change_marks_every_reader_in_buildable_order() -> None:
     assert plan.index(("person_events", "2025-01-06")) < plan.index(("sessions", "2025-01-05"))
     assert plan.index(("person_events", "2025-01-10")) < plan.index(("retention", "2025-01-05"))
     assert plan[-1] == ("users", None)
+
+
+def test_failed_gate_keeps_the_staged_file_until_the_next_build_of_that_partition(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A partition whose blocking gate fails is not published, and its staged file stays in
+    <warehouse>/_staging/<table>/date=D/ for inspection: other builds leave it, the next
+    build of the same partition clears it (a failing one leaves its own file instead)."""
+    monkeypatch.setattr(build_module, "column_lineage", lambda *args, **kwargs: {})
+    settings = PipelineSettings(data_dir=str(tmp_path / "data"))
+    day, other = "2025-01-10", "2025-01-11"
+    write_events(settings, [
+        event(f"{d}-{i}", datetime.fromisoformat(d).replace(hour=9 + i, tzinfo=UTC),
+              type="page" if i % 2 else "track", user_id=f"u{i % 3}")
+        for d in (day, other) for i in range(6)
+    ])  # fmt: skip
+    known = set(SOURCE_TABLES) | {p.stem for p in MODELS.glob("*.sql")}
+    spec = {name: load_model(MODELS / f"{name}.sql", known) for name in GATE_CHAIN}
+    for d in (day, other):
+        for name in GATE_CHAIN:
+            build_model(settings, spec[name], d)
+    warehouse = Warehouse(settings.warehouse_path)
+    published = warehouse.partition_file("event_counts", day)
+    published_bytes = published.read_bytes()
+    staging = warehouse.root / STAGING_DIR / "event_counts" / f"date={day}"
+    assert _files(staging) == []  # a clean build leaves nothing in staging
+
+    # every row counts 0 persons: the ERROR expectation persons >= 1 fails
+    faulty = dataclasses.replace(
+        spec["event_counts"],
+        sql=f"SELECT * REPLACE (CAST(0 AS BIGINT) AS persons) FROM ({spec['event_counts'].sql})",
+    )
+    with pytest.raises(GateFailed) as failed:
+        build_model(settings, faulty, day)
+    assert [c.name for c in failed.value.failed] == ["persons__be_between"]
+    (kept,) = _files(staging)
+    assert kept.suffix == ".parquet"
+    with duckdb.connect() as con:
+        staged_rows = con.execute(
+            f"SELECT type, event_name, persons FROM read_parquet('{kept}') ORDER BY ALL"
+        ).fetchall()
+    assert staged_rows == [("page", "page", 0), ("track", "Product Viewed", 0)]  # what the gate saw
+    assert published.read_bytes() == published_bytes and warehouse.versions("event_counts", day) == []
+
+    # builds of another partition and of another model leave it where it is
+    build_model(settings, spec["event_counts"], other)
+    build_model(settings, spec["person_events"], day)
+    assert _files(staging) == [kept]
+    # the next build of the partition clears it; failing again, it leaves only its own file
+    with pytest.raises(GateFailed):
+        build_model(settings, faulty, day)
+    (again,) = _files(staging)
+    assert again != kept and not kept.exists()
+    # a clean build clears it and publishes (here the same bytes as before: nothing new)
+    result = build_model(settings, spec["event_counts"], day)
+    assert _files(staging) == []
+    assert result.published.changed is False and published.read_bytes() == published_bytes
