@@ -283,7 +283,7 @@ def _where(items: list[str]) -> dict[str, list[str]]:
 def cmd_query(args: argparse.Namespace) -> int:
     import json
 
-    from analytics_pipeline.metrics.query import MetricQueryError, query
+    from analytics_pipeline.metrics.api import MetricQueryError, query
 
     try:
         result = query(

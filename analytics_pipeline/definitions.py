@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dagster import Definitions
 
-from analytics_pipeline.defs import events, ingest, metrics, models, quality, resources
+from analytics_pipeline.defs import events, ingest, metrics, models, quality, resources, slo
 
-defs = Definitions.merge(resources.defs, ingest.defs, events.defs, models.defs, metrics.defs, quality.defs)
+defs = Definitions.merge(
+    resources.defs, ingest.defs, events.defs, models.defs, metrics.defs, slo.defs, quality.defs
+)

@@ -62,6 +62,10 @@ class PipelineSettings(ConfigurableResource, BaseSettings):  # type: ignore[misc
     metrics_file: str = Field(
         default=_project_path("assets", "metrics.yml"), description="Metric definitions (the semantic layer)."
     )
+    golden_queries_file: str = Field(
+        default=_project_path("checks", "golden_queries.yml"), description="Golden queries and their SLOs."
+    )
+    slos_file: str = Field(default=_project_path("checks", "slos.yml"), description="Data-latency SLOs.")
     cache_dir: str = Field(
         default="", description="Metric result cache; empty means <data_dir>/cache/metrics."
     )
@@ -70,6 +74,11 @@ class PipelineSettings(ConfigurableResource, BaseSettings):  # type: ignore[misc
     @classmethod
     def _iso_date(cls, value: str) -> str:
         return date.fromisoformat(value).isoformat()
+
+    def replace(self, **changes: object) -> PipelineSettings:
+        """A copy with some fields changed, every field set explicitly (what Dagster re-creates a
+        resource from; ``model_copy(update=...)`` would lose the changes when a run rebuilds it)."""
+        return type(self)(**{**self.model_dump(), **changes})
 
     # --- derived paths -------------------------------------------------------------
     @property
@@ -109,6 +118,14 @@ class PipelineSettings(ConfigurableResource, BaseSettings):  # type: ignore[misc
     @property
     def metrics_path(self) -> Path:
         return Path(self.metrics_file).resolve()
+
+    @property
+    def golden_queries_path(self) -> Path:
+        return Path(self.golden_queries_file).resolve()
+
+    @property
+    def slos_path(self) -> Path:
+        return Path(self.slos_file).resolve()
 
     @property
     def cache_path(self) -> Path:

@@ -73,3 +73,29 @@ def dagster_instance(tmp_path: Path) -> Iterator[Any]:
     (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
     with DagsterInstance.local_temp(str(home)) as instance:
         yield instance
+
+
+PIPELINE_DAYS = 4
+PIPELINE_EVENTS_PER_DAY = 1200
+
+
+@pytest.fixture(scope="session")
+def pipeline(tmp_path_factory: pytest.TempPathFactory) -> PipelineSettings:
+    """Four generated days run through the real pipeline (``analytics-pipeline run``), once per worker.
+
+    Shared read-only by the metrics, SLO and analyst tests; a test that changes data copies it first.
+    """
+    from datetime import date, timedelta
+
+    from analytics_pipeline import cli
+    from analytics_pipeline.sample_data.generator import generate
+
+    root = tmp_path_factory.mktemp("pipeline")
+    settings = PipelineSettings(data_dir=str(root / "data"), duckdb_memory_limit="1GB", duckdb_threads=2)
+    start = date.today() - timedelta(days=PIPELINE_DAYS)
+    generate(settings.landing_path, start, PIPELINE_DAYS, PIPELINE_EVENTS_PER_DAY, seed=11)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("DAGSTER_HOME", str(root / "dagster_home"))
+        instance = cli.dagster_instance()
+        assert cli.run_days(settings, cli.landing_days(settings), instance, echo=False)
+    return settings

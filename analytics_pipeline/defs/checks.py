@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 from dagster import (
@@ -26,6 +27,14 @@ from analytics_pipeline.defs.partitions import daily_partitions
 from analytics_pipeline.defs.resources import settings
 from analytics_pipeline.quality.gates import planned_checks
 from analytics_pipeline.quality.outcomes import CheckDeclaration, CheckOutcome, GateFailed, Severity
+from analytics_pipeline.slo.data_latency import (
+    arrival_day_outcome,
+    events_latency_outcomes,
+    load_slos,
+    publish_time,
+    received_to_publish,
+)
+from analytics_pipeline.warehouse.tables import EVENTS, RAW_EVENTS
 
 DAGSTER_SEVERITY = {Severity.ERROR: AssetCheckSeverity.ERROR, Severity.WARN: AssetCheckSeverity.WARN}
 
@@ -87,3 +96,47 @@ def failed_gate(failed: GateFailed, specs: Iterable[AssetCheckSpec]) -> Iterator
         metadata={"failed_checks": MetadataValue.json([c.name for c in failed.failed])},
         allow_retries=False,
     ) from None
+
+
+# --- data-latency SLOs (checks/slos.yml): reported after publishing, never blocking ----------------
+
+DATA_LATENCY = load_slos(settings.slos_path)
+
+
+def latency_check_specs(asset: str, names: Sequence[str]) -> list[AssetCheckSpec]:
+    """The data-latency checks of an asset: measured on the published partition, so never blocking."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PreviewWarning)
+        return [
+            AssetCheckSpec(
+                name,
+                asset=asset,
+                blocking=False,
+                description=f"[{DATA_LATENCY.events.severity.value}] data-latency SLO (checks/slos.yml)",
+                partitions_def=daily_partitions,
+            )
+            for name in names
+        ]
+
+
+def events_latency_results(published: Path, day: str) -> list[AssetCheckResult]:
+    """p95/p99 of publish time - receivedAt of an events partition, against the SLO."""
+    figures = received_to_publish(published, publish_time(published))
+    outcomes = events_latency_outcomes(DATA_LATENCY.events, figures)
+    return [_result(EVENTS, o) for o in outcomes]
+
+
+def arrival_latency_results(published: Path, day: str) -> list[AssetCheckResult]:
+    """Hours from the end of the arrival day to the publication of its partitions, against the SLO."""
+    return [_result(RAW_EVENTS, arrival_day_outcome(DATA_LATENCY.arrival_days, day, publish_time(published)))]
+
+
+def _result(asset: str, outcome: CheckOutcome) -> AssetCheckResult:
+    return AssetCheckResult(
+        check_name=outcome.name,
+        asset_key=asset,
+        passed=outcome.passed,
+        severity=DAGSTER_SEVERITY[outcome.severity],
+        description=outcome.description,
+        metadata={k: _metadata_value(v) for k, v in outcome.metadata.items() if v is not None},
+    )

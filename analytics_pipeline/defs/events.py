@@ -30,7 +30,13 @@ from dagster import (
     run_status_sensor,
 )
 
-from analytics_pipeline.defs.checks import check_results, check_specs, failed_gate
+from analytics_pipeline.defs.checks import (
+    check_results,
+    check_specs,
+    events_latency_results,
+    failed_gate,
+    latency_check_specs,
+)
 from analytics_pipeline.defs.ingest import selected_only, unselected_metadata, warn_unselected
 from analytics_pipeline.defs.metadata import count_metadata, declared_schema, publish_metadata
 from analytics_pipeline.defs.partitions import daily_partitions, late_window_mapping
@@ -40,6 +46,7 @@ from analytics_pipeline.events.late_window import arrival_days, event_days_to_re
 from analytics_pipeline.quality.gate_status import blocked_partitions
 from analytics_pipeline.quality.outcomes import GateFailed
 from analytics_pipeline.settings import PipelineSettings
+from analytics_pipeline.slo.data_latency import RECEIVED_P95, RECEIVED_P99
 from analytics_pipeline.warehouse.catalog import refresh_catalog
 from analytics_pipeline.warehouse.storage import Warehouse
 from analytics_pipeline.warehouse.tables import (
@@ -58,6 +65,7 @@ CONFLICT_COLUMNS = {
 }
 
 DEDUPE_CHECKS = check_specs(EVENTS, EVENTS_CHECKS)  # event_id_conflicts has none of its own
+DEDUPE_LATENCY_CHECKS = latency_check_specs(EVENTS, [RECEIVED_P95, RECEIVED_P99])
 
 
 @multi_asset(
@@ -82,7 +90,7 @@ DEDUPE_CHECKS = check_specs(EVENTS, EVENTS_CHECKS)  # event_id_conflicts has non
         ),
     ],
     partitions_def=daily_partitions,
-    check_specs=DEDUPE_CHECKS,
+    check_specs=DEDUPE_CHECKS + DEDUPE_LATENCY_CHECKS,
     can_subset=True,  # selectable alone; it always builds and publishes both (see selected_only)
     pool="warehouse_io",
 )
@@ -127,6 +135,7 @@ def _dedupe_results(context: AssetExecutionContext, settings: PipelineSettings) 
         },
     )
     yield from check_results(result.checks, DEDUPE_CHECKS)  # they audited what was just published
+    yield from events_latency_results(result.published[EVENTS].path, day)  # checks/slos.yml
 
 
 nightly_job = define_asset_job(

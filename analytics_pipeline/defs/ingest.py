@@ -20,7 +20,13 @@ from dagster import (
     multi_asset,
 )
 
-from analytics_pipeline.defs.checks import check_results, check_specs, failed_gate
+from analytics_pipeline.defs.checks import (
+    arrival_latency_results,
+    check_results,
+    check_specs,
+    failed_gate,
+    latency_check_specs,
+)
 from analytics_pipeline.defs.metadata import count_metadata, declared_schema, publish_metadata
 from analytics_pipeline.defs.partitions import daily_partitions
 from analytics_pipeline.ingest import arrival_day
@@ -28,6 +34,7 @@ from analytics_pipeline.ingest.arrival_day import QUARANTINED_EVENTS_CHECKS, RAW
 from analytics_pipeline.ingest.parsing import QUARANTINE_COLUMNS, RAW_EVENT_COLUMNS
 from analytics_pipeline.quality.outcomes import GateFailed
 from analytics_pipeline.settings import PipelineSettings
+from analytics_pipeline.slo.data_latency import ARRIVAL_DAY
 from analytics_pipeline.warehouse.catalog import refresh_catalog
 from analytics_pipeline.warehouse.storage import PublishResult, Warehouse
 from analytics_pipeline.warehouse.tables import FILE_LEDGER, QUARANTINED_EVENTS, RAW_EVENTS
@@ -42,6 +49,7 @@ LEDGER_COLUMNS = {
 INGEST_CHECKS = check_specs(RAW_EVENTS, RAW_EVENTS_CHECKS) + check_specs(
     QUARANTINED_EVENTS, QUARANTINED_EVENTS_CHECKS
 )
+INGEST_LATENCY_CHECKS = latency_check_specs(RAW_EVENTS, [ARRIVAL_DAY])
 
 
 def selected_only(context: AssetExecutionContext, results: Iterable[Any]) -> Iterator[Any]:
@@ -113,7 +121,7 @@ def unselected_metadata(unselected: list[str]) -> dict[str, Any]:
         ),
     ],
     partitions_def=daily_partitions,
-    check_specs=INGEST_CHECKS,
+    check_specs=INGEST_CHECKS + INGEST_LATENCY_CHECKS,
     can_subset=True,  # selectable alone; it always builds and publishes all three (see selected_only)
     pool="warehouse_io",
 )
@@ -164,6 +172,7 @@ def _ingest_results(context: AssetExecutionContext, settings: PipelineSettings) 
         },
     )
     yield from check_results(result.raw_checks + result.quarantine_checks, INGEST_CHECKS)
+    yield from arrival_latency_results(result.published[RAW_EVENTS].path, day)  # checks/slos.yml
 
 
 defs = Definitions(assets=[ingest_arrival_day])

@@ -13,6 +13,7 @@ from typing import Any
 
 from dagster import (
     AssetExecutionContext,
+    AssetSelection,
     DagsterRunStatus,
     Definitions,
     MaterializeResult,
@@ -81,10 +82,12 @@ def metrics_cache(context: AssetExecutionContext, settings: PipelineSettings) ->
     return MaterializeResult(metadata=metadata)
 
 
+# every unpartitioned asset of the group: the definitions, the cache, the golden queries (defs/slo.py)
 metrics_job = define_asset_job(
     "metrics_job",
-    selection=[metric_definitions, metrics_cache],
-    description="After the models are rebuilt: publish the metric definitions and measure the result cache.",
+    selection=AssetSelection.groups("metrics") - AssetSelection.assets(daily_sketches),
+    description="After the models are rebuilt: publish the metric definitions, measure the result cache, "
+    "run the golden queries.",
 )
 
 

@@ -3,6 +3,6 @@
 ``query`` is the one entry point analysts use, from Python, the CLI and notebooks.
 """
 
-from analytics_pipeline.metrics.query import MetricQueryError, QueryResult, query
+from analytics_pipeline.metrics.api import MetricQueryError, QueryResult, query
 
 __all__ = ["MetricQueryError", "QueryResult", "query"]

@@ -11,7 +11,6 @@ scripted workload. The CLI's ``metrics``, ``query`` and ``cache stats`` run on t
 from __future__ import annotations
 
 import json
-from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -21,28 +20,11 @@ import sqlglot
 from sqlglot import exp
 
 from analytics_pipeline import cli
+from analytics_pipeline.metrics.api import MetricQueryError, query
 from analytics_pipeline.metrics.cache import ResultCache
 from analytics_pipeline.metrics.definitions import project_metrics
-from analytics_pipeline.metrics.query import MetricQueryError, query
-from analytics_pipeline.sample_data.generator import generate
 from analytics_pipeline.settings import PipelineSettings
 from analytics_pipeline.warehouse.storage import Warehouse
-
-DAYS = 4
-EVENTS_PER_DAY = 1200
-
-
-@pytest.fixture(scope="module")
-def pipeline(tmp_path_factory: pytest.TempPathFactory) -> PipelineSettings:
-    root = tmp_path_factory.mktemp("metrics")
-    settings = PipelineSettings(data_dir=str(root / "data"), duckdb_memory_limit="1GB", duckdb_threads=2)
-    start = date.today() - timedelta(days=DAYS)
-    generate(settings.landing_path, start, DAYS, EVENTS_PER_DAY, seed=11)
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("DAGSTER_HOME", str(root / "dagster_home"))
-        instance = cli.dagster_instance()
-        assert cli.run_days(settings, cli.landing_days(settings), instance, echo=False)
-    return settings
 
 
 def sql(settings: PipelineSettings, text: str) -> list[tuple[Any, ...]]:
@@ -271,7 +253,7 @@ def test_limit_must_be_positive(pipeline: PipelineSettings) -> None:
 def test_cache_hits_return_the_same_rows_and_republish_invalidates_exactly_its_readers(
     pipeline: PipelineSettings, tmp_path: Path
 ) -> None:
-    settings = pipeline.model_copy(update={"cache_dir": str(tmp_path / "cache")})
+    settings = pipeline.replace(cache_dir=str(tmp_path / "cache"))
     warehouse = Warehouse(settings.warehouse_path)
     days = warehouse.published_days("person_events")
     first, last = days[0], days[-1]
@@ -306,7 +288,7 @@ def test_cache_hits_return_the_same_rows_and_republish_invalidates_exactly_its_r
 
 
 def test_stats_are_exact_over_a_scripted_workload(pipeline: PipelineSettings, tmp_path: Path) -> None:
-    settings = pipeline.model_copy(update={"cache_dir": str(tmp_path / "cache")})
+    settings = pipeline.replace(cache_dir=str(tmp_path / "cache"))
     start, end = days_of(pipeline, "person_events")
     workload = [("events", {}), ("events", {}), ("persons", {}), ("events", {"by": ["type"]}),
                 ("persons", {}), ("events", {}), ("top_pages", {}), ("top_pages", {})]  # fmt: skip

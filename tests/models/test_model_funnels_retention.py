@@ -176,7 +176,7 @@ def build(
     reads its previous partition; the windowed stand-in only for the target days); then the
     targets for every day of the range (or ``target_days``), after all data landed."""
     specs = {s.name: s for s in loader.load_models(models_dir)}
-    settings = settings.model_copy(update={"suites_dir": str(models_dir.parent / "suites")})
+    settings = settings.replace(suites_dir=str(models_dir.parent / "suites"))
     every = day_span(days)
     built = every if target_days is None else sorted(target_days)
     persons_days = every if specs["persons"].self_dependent else built

@@ -94,7 +94,7 @@ def _day(value: str | date | None, what: str) -> date | None:
         raise MetricQueryError(f"{what} must be a date YYYY-MM-DD, got {value!r}") from None
 
 
-def _source_table(metrics: Metrics, metric: Metric) -> str:
+def source_table(metrics: Metrics, metric: Metric) -> str:
     if metric.kind == "approximate":
         return SKETCHES_TABLE
     assert metric.model is not None
@@ -153,7 +153,7 @@ def normalise(
         raise MetricQueryError(f"limit must be at least 1, got {limit}")
     end_day = _day(end, "end")
     if end_day is None:
-        days = warehouse.published_days(_source_table(metrics, definition))
+        days = warehouse.published_days(source_table(metrics, definition))
         end_day = date.fromisoformat(days[-1]) if days else date.today()
     start_day = _day(start, "start") or end_day - timedelta(days=DEFAULT_DAYS - 1)
     if start_day > end_day:
@@ -168,7 +168,7 @@ def _days(start: date, end: date) -> list[str]:
 def partitions_read(metrics: Metrics, warehouse: Warehouse, q: MetricQuery) -> dict[str, list[str]]:
     """The published partitions a query reads: the range, and a rolling window's lead-in."""
     definition = metrics.metrics[q.metric]
-    table = _source_table(metrics, definition)
+    table = source_table(metrics, definition)
     lead_in = (definition.window_days or 1) - 1
     wanted = set(_days(q.start - timedelta(days=lead_in), q.end))
     return {table: [d for d in warehouse.published_days(table) if d in wanted]}

@@ -1,0 +1,1 @@
+"""SLOs: golden queries with latency SLOs and invariants, data-latency SLOs, percentiles."""
