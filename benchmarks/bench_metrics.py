@@ -147,6 +147,8 @@ LATENCY_QUERIES: list[tuple[str, dict[str, Any]]] = [
     ("stickiness", {"grain": "week"}),
     ("active_persons_7d", {}),
     ("active_persons_28d", {}),
+    ("funnel_step_persons", {"by": ["funnel", "step_index"]}),
+    ("event_counts_total", {"grain": "day"}),
     ("funnel_entries", {"by": ["funnel"]}),
     ("funnel_completions", {"by": ["funnel"]}),
     ("funnel_conversion", {"by": ["funnel"], "grain": "week"}),
