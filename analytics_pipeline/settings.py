@@ -59,6 +59,10 @@ class PipelineSettings(ConfigurableResource, BaseSettings):  # type: ignore[misc
     freshness_file: str = Field(
         default=_project_path("checks", "freshness.yml"), description="Freshness promises of final models."
     )
+    flags_file: str = Field(
+        default=_project_path("assets", "flags.yml"),
+        description="Feature flags selecting model variants; point it at another file per environment.",
+    )
     metrics_file: str = Field(
         default=_project_path("assets", "metrics.yml"), description="Metric definitions (the semantic layer)."
     )
@@ -114,6 +118,10 @@ class PipelineSettings(ConfigurableResource, BaseSettings):  # type: ignore[misc
     @property
     def freshness_path(self) -> Path:
         return Path(self.freshness_file).resolve()
+
+    @property
+    def flags_path(self) -> Path:
+        return Path(self.flags_file).resolve()
 
     @property
     def metrics_path(self) -> Path:

@@ -14,12 +14,14 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 from sqlglot import exp
 from sqlglot.errors import SqlglotError
 from sqlglot.lineage import lineage
 
+from analytics_pipeline.models.flags import active_flags, build_inputs, flag_record, project_flags
 from analytics_pipeline.models.funnels import funnel_steps_table
 from analytics_pipeline.models.loader import ModelError, ModelSpec, Window
 from analytics_pipeline.quality import gate_status
@@ -47,6 +49,7 @@ class ModelResult:
     lineage: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
     checks: list[CheckOutcome] = field(default_factory=list)
     gate_duration_s: float = 0.0  # of duration_s, spent in the audit before publishing
+    flags: dict[str, Any] = field(default_factory=dict)  # the feature flags active for this partition
 
 
 _LINEAGE_CACHE: dict[str, dict[str, list[tuple[str, str]]]] = {}
@@ -129,6 +132,7 @@ def build_model(settings: PipelineSettings, spec: ModelSpec, day: str | None) ->
     warehouse.clear_staging(spec.name, partition)
     staged = warehouse.staging_file(spec.name, partition, token)
     inputs: dict[str, list[str]] = {}
+    active = active_flags(project_flags(settings.flags_path, settings.models_path), spec.name, day)
     con = settings.connect()
     try:
         for seed in spec.seeds:
@@ -158,7 +162,10 @@ def build_model(settings: PipelineSettings, spec: ModelSpec, day: str | None) ->
         con.execute(f"SET VARIABLE late_window_days = {int(settings.late_window_days)}")
         conversions = ", ".join("'" + e.replace("'", "''") + "'" for e in DEFAULT_CONVERSION_EVENTS)
         con.execute(f"SET VARIABLE conversion_events = [{conversions}]")
-        con.execute(f"COPY ({spec.sql}) TO '{staged}' (FORMAT parquet, COMPRESSION zstd)")
+        sql, parameters = build_inputs(spec, active)  # the model's parameters, feature flags applied
+        for name, value in parameters.items():
+            con.execute(f"SET VARIABLE {name} = ?", [value])
+        con.execute(f"COPY ({sql}) TO '{staged}' (FORMAT parquet, COMPRESSION zstd)")
         row = con.execute(
             f"SELECT count(*) FROM read_parquet('{staged}', hive_partitioning = false)"
         ).fetchone()
@@ -176,8 +183,12 @@ def build_model(settings: PipelineSettings, spec: ModelSpec, day: str | None) ->
     if gate.failed:  # the staged file stays for inspection until the next build clears it
         raise GateFailed(spec.name, partition, gate.outcomes)
     published = warehouse.publish(staged, spec.name, partition, settings.versions_kept)
-    warehouse.write_manifest(spec.name, partition, {"rows": rows, "inputs": inputs})
+    manifest: dict[str, object] = {"rows": rows, "inputs": inputs}
+    if spec.parameters or active:  # which variant this partition is: what a flag change compares with
+        manifest["flags"] = flag_record(active)
+    warehouse.write_manifest(spec.name, partition, manifest)
     return ModelResult(
         spec.name, day, rows, published, inputs, time.perf_counter() - started,
         lineage=column_lineage(spec, outputs, schema), checks=gate.outcomes, gate_duration_s=gate.duration_s,
+        flags=flag_record(active),
     )  # fmt: skip

@@ -48,6 +48,8 @@ class ModelHeader(StrictModel):
     partitioned: Literal["daily", "none"] = "daily"
     window: dict[str, Literal["latest"] | tuple[int, int]] = Field(default_factory=dict)
     columns: dict[str, str | ColumnDoc] = Field(default_factory=dict)
+    # values the SQL reads with getvariable('<name>'); a feature flag may change them (assets/flags.yml)
+    parameters: dict[str, int | float | str | bool] = Field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -75,6 +77,7 @@ class ModelSpec:
     columns: dict[str, str] = field(default_factory=dict)
     column_types: dict[str, str] = field(default_factory=dict)
     seeds: tuple[str, ...] = ()
+    parameters: dict[str, int | float | str | bool] = field(default_factory=dict)
 
     @property
     def self_dependent(self) -> bool:
@@ -148,6 +151,7 @@ def load_model(path: Path, known_tables: set[str]) -> ModelSpec:
         columns=columns,
         column_types=column_types,
         seeds=tuple(sorted(tables & set(SEED_TABLE_NAMES))),
+        parameters=dict(header.parameters),
     )
 
 

@@ -16,6 +16,8 @@ grain: one row per session (person_id, started_at)
 partitioned: daily
 window:
   person_events: [-1, 1]
+parameters:
+  session_gap_seconds: 1800  # the inactivity gap that ends a run; the flag sessions_gap_20m sets 1200
 columns:
   session_id: md5(person_id || '|' || started_at as 'YYYY-MM-DDTHH:MM:SS.ffffffZ' (UTC)).
   person_id: The person (person_events.person_id).
@@ -51,7 +53,8 @@ WITH ordered AS (
 runs AS (
     SELECT
         *,
-        sum(CASE WHEN gap_us IS NULL OR gap_us > 1800000000 THEN 1 ELSE 0 END) OVER (
+        sum(CASE WHEN gap_us IS NULL OR gap_us > CAST(getvariable('session_gap_seconds') AS BIGINT) * 1000000
+            THEN 1 ELSE 0 END) OVER (
             PARTITION BY person_id ORDER BY timestamp, message_id ROWS UNBOUNDED PRECEDING
         ) AS run_no
     FROM ordered

@@ -24,7 +24,8 @@ def test_metric_definitions_and_cache_health_are_recorded(pipeline: PipelineSett
                          instance=DagsterInstance.ephemeral())  # fmt: skip
     assert result.success
     by_asset = {
-        e.asset_key.to_user_string(): e.materialization.metadata for e in result.get_asset_materialization_events()
+        e.asset_key.to_user_string(): e.materialization.metadata
+        for e in result.get_asset_materialization_events()
     }
     definitions = by_asset["metric_definitions"]
     assert "| `events` | simple |" in definitions["metrics"].value
