@@ -9,21 +9,17 @@ from datetime import date, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from analytics_pipeline.settings import PipelineSettings
+from analytics_pipeline.settings import PROJECT_ROOT, PipelineSettings
 from analytics_pipeline.warehouse.storage import Warehouse
 
 if TYPE_CHECKING:
     from dagster import DagsterInstance
 
-# The instance settings the demo writes into a new DAGSTER_HOME: model runs launched by
-# models_sensor touch running snapshots, so they queue one at a time, in order.
-DAGSTER_YAML = """telemetry:
-  enabled: false
-run_queue:
-  tag_concurrency_limits:
-    - key: "analytics/models_queue"
-      limit: 1
-"""
+# The project's Dagster instance settings (run queue, the models queue limit, the warehouse_io
+# pool): one file at the project root, which `dagster dev` run there reads too. The CLI writes
+# its content into a new DAGSTER_HOME.
+DAGSTER_YAML_PATH = PROJECT_ROOT / "dagster.yaml"
+DAGSTER_YAML = DAGSTER_YAML_PATH.read_text()
 
 LATEST_ARRIVAL_DAYS = 8  # the generator's late arrivals land up to 7 days after the event
 DEFAULT_DAGSTER_HOME = ".dagster_home"  # under the working directory, when DAGSTER_HOME is not set
@@ -243,14 +239,26 @@ def _ui_command(instance: DagsterInstance) -> str:
 
 
 def cmd_rollback(args: argparse.Namespace) -> int:
+    """List versions; restore one (recorded in Dagster, catalog refreshed); rebuild what reads it."""
+    from analytics_pipeline import rollback
+
     settings = _settings(args)
-    try:
-        restored = Warehouse(settings.warehouse_path).rollback(args.table, args.day)
-    except FileNotFoundError as missing:
-        print(missing, file=sys.stderr)
-        return 1
-    print(f"restored the previous version of {args.table} {args.day} at {restored}")
-    return 0
+    if args.list:
+        print(rollback.list_versions(settings, args.table, args.day))
+        return 0
+    instance = dagster_instance()
+    if not args.rebuild_only:
+        try:
+            rollback.roll_back(settings, instance, args.table, args.day, args.to, args.data_dir, print)
+        except FileNotFoundError as missing:
+            print(missing, file=sys.stderr)
+            return 1
+    ok, evaluations = rollback.rebuild_downstream(
+        settings, instance, args.table, args.day, args.no_rebuild, args.data_dir, print
+    )
+    if evaluations:
+        print(_gates_line(evaluations))
+    return 0 if ok else 1
 
 
 def cmd_metrics(args: argparse.Namespace) -> int:
@@ -366,9 +374,25 @@ def build_parser() -> argparse.ArgumentParser:
     summary = sub.add_parser("summary", help="print the per-day counts of what is published")
     summary.set_defaults(func=cmd_summary)
 
-    rollback = sub.add_parser("rollback", help="restore the previous version of a table partition")
+    rollback = sub.add_parser(
+        "rollback",
+        help="restore a kept version of a table partition, then rebuild what reads it",
+        description="Put the previous (or --to) version of TABLE DAY back in place with its counts, "
+        "keep the replaced one, record it in Dagster, refresh the catalog and rebuild every "
+        "partition that reads it (the late-data plan).",
+    )
     rollback.add_argument("table")
-    rollback.add_argument("day")
+    rollback.add_argument("day", help="YYYY-MM-DD (all for an unpartitioned table)")
+    rollback.add_argument(
+        "--to", type=int, metavar="VERSION", help="the kept version to restore (see --list)"
+    )
+    rollback.add_argument("--list", action="store_true", help="list the versions; change nothing")
+    rollback.add_argument(
+        "--no-rebuild", action="store_true", help="roll back only; print the command that rebuilds downstream"
+    )
+    rollback.add_argument(
+        "--rebuild-only", action="store_true", help="rebuild what reads TABLE DAY (after --no-rebuild)"
+    )
     rollback.set_defaults(func=cmd_rollback)
 
     metrics = sub.add_parser("metrics", help="list the governed metrics (assets/metrics.yml)")

@@ -134,8 +134,12 @@ def test_summary_says_ok_and_mismatch_when_a_manifest_count_is_tampered_with(
 
 
 def test_rollback_restores_the_previous_bytes_and_counts(
-    published: PipelineSettings, capsys: pytest.CaptureFixture[str]
+    published: PipelineSettings,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))  # where the rollback is recorded
     warehouse = Warehouse(published.warehouse_path)
     events_file = warehouse.partition_file("events", D1)
     before, counts_before = events_file.read_bytes(), warehouse.read_manifest("events", D1)
@@ -144,18 +148,38 @@ def test_rollback_restores_the_previous_bytes_and_counts(
                                                        receivedAt=f"{D1}T12:00:01Z")])  # fmt: skip
     ingest_arrival_day(published, D1)
     dedupe_events_day(published, D1)
-    assert events_file.read_bytes() != before
-    assert warehouse.read_manifest("events", D1)["events"] == counts_before["events"] + 1
+    after, counts_after = events_file.read_bytes(), warehouse.read_manifest("events", D1)
+    assert after != before
+    assert counts_after is not None and counts_before is not None
+    assert counts_after["events"] == counts_before["events"] + 1
 
     data = ["--data-dir", published.data_dir]
-    assert main([*data, "rollback", "events", D1]) == 0
-    assert capsys.readouterr().out.strip() == f"restored the previous version of events {D1} at {events_file}"
+    assert main([*data, "rollback", "events", D1, "--no-rebuild"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith(f"rolled back events {D1}: v1 ({counts_before['events']} rows, published 20")
+    assert out[0].endswith(" is back in place of v2")
+    assert (
+        out[1]
+        == f"v2 is kept; to undo: analytics-pipeline --data-dir {published.data_dir} rollback events {D1} --to 2"
+    )
+    assert (
+        out[-1]
+        == f"rebuild them with: analytics-pipeline --data-dir {published.data_dir} rollback events {D1} --rebuild-only"
+    )
     assert events_file.read_bytes() == before
     assert warehouse.read_manifest("events", D1) == counts_before
     # nothing older is kept: one line saying so, no traceback
-    assert main([*data, "rollback", "events", D1]) == 1
+    assert main([*data, "rollback", "events", D1, "--no-rebuild"]) == 1
     error = capsys.readouterr().err.strip()
     assert "no previous version" in error and D1 in error and "\n" not in error, error
+    # the replaced version was kept: the rollback is undone with --to
+    assert main([*data, "rollback", "events", D1, "--to", "2", "--no-rebuild"]) == 0
+    assert events_file.read_bytes() == after and warehouse.read_manifest("events", D1) == counts_after
+    capsys.readouterr()
+    assert main([*data, "rollback", "events", D1, "--list"]) == 0
+    listing = capsys.readouterr().out.splitlines()
+    assert listing[0] == f"events {D1}: published v2; `rollback` restores v1"
+    assert [line.split()[:2] for line in listing[2:]] == [["v2", "published"], ["v1", "kept,"]]
 
 
 @pytest.mark.slow

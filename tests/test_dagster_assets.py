@@ -104,6 +104,10 @@ def test_materialize_generated_day_records_metadata_and_checks(
         Warehouse(settings.warehouse_path).partition_file("events", DAY), "SELECT count(*) FROM t"
     )
     assert published == [(events["events"],)]
+    # each publish record names the Dagster run that wrote it (what `rollback --list` shows)
+    for table in ("raw_events", "quarantined_events", "file_ledger", "events"):
+        version = Warehouse(settings.warehouse_path).published_version(table, DAY)
+        assert version is not None and version.run_id == result.run_id, table
 
 
 def test_catalog_has_a_view_per_table_and_opens_read_only(

@@ -40,6 +40,7 @@ from analytics_pipeline.defs.checks import (
 from analytics_pipeline.defs.ingest import selected_only, unselected_metadata, warn_unselected
 from analytics_pipeline.defs.metadata import count_metadata, declared_schema, publish_metadata
 from analytics_pipeline.defs.partitions import daily_partitions, late_window_mapping
+from analytics_pipeline.defs.retries import STEP_RETRY_POLICY
 from analytics_pipeline.events import dedupe
 from analytics_pipeline.events.dedupe import EVENT_COLUMNS, EVENTS_CHECKS
 from analytics_pipeline.events.late_window import arrival_days, event_days_to_rebuild
@@ -48,7 +49,7 @@ from analytics_pipeline.quality.outcomes import GateFailed
 from analytics_pipeline.settings import PipelineSettings
 from analytics_pipeline.slo.data_latency import RECEIVED_P95, RECEIVED_P99
 from analytics_pipeline.warehouse.catalog import refresh_catalog
-from analytics_pipeline.warehouse.storage import Warehouse
+from analytics_pipeline.warehouse.storage import Warehouse, recording_run
 from analytics_pipeline.warehouse.tables import (
     EVENT_ID_CONFLICTS,
     EVENTS,
@@ -93,6 +94,7 @@ DEDUPE_LATENCY_CHECKS = latency_check_specs(EVENTS, [RECEIVED_P95, RECEIVED_P99]
     check_specs=DEDUPE_CHECKS + DEDUPE_LATENCY_CHECKS,
     can_subset=True,  # selectable alone; it always builds and publishes both (see selected_only)
     pool="warehouse_io",
+    retry_policy=STEP_RETRY_POLICY,
 )
 def dedupe_events_day(context: AssetExecutionContext, settings: PipelineSettings) -> Iterator[Any]:
     """Deduplicate one event date; publish only if the blocking checks pass."""
@@ -102,7 +104,8 @@ def dedupe_events_day(context: AssetExecutionContext, settings: PipelineSettings
 def _dedupe_results(context: AssetExecutionContext, settings: PipelineSettings) -> Iterator[Any]:
     day = context.partition_key
     try:
-        result = dedupe.dedupe_events_day(settings, day)
+        with recording_run(context.run_id):  # the publish records say which run wrote them
+            result = dedupe.dedupe_events_day(settings, day)
     except GateFailed as failed:
         yield from failed_gate(failed, DEDUPE_CHECKS)
         return

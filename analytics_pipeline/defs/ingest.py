@@ -29,6 +29,7 @@ from analytics_pipeline.defs.checks import (
 )
 from analytics_pipeline.defs.metadata import count_metadata, declared_schema, publish_metadata
 from analytics_pipeline.defs.partitions import daily_partitions
+from analytics_pipeline.defs.retries import STEP_RETRY_POLICY
 from analytics_pipeline.ingest import arrival_day
 from analytics_pipeline.ingest.arrival_day import QUARANTINED_EVENTS_CHECKS, RAW_EVENTS_CHECKS
 from analytics_pipeline.ingest.parsing import QUARANTINE_COLUMNS, RAW_EVENT_COLUMNS
@@ -36,7 +37,7 @@ from analytics_pipeline.quality.outcomes import GateFailed
 from analytics_pipeline.settings import PipelineSettings
 from analytics_pipeline.slo.data_latency import ARRIVAL_DAY
 from analytics_pipeline.warehouse.catalog import refresh_catalog
-from analytics_pipeline.warehouse.storage import PublishResult, Warehouse
+from analytics_pipeline.warehouse.storage import PublishResult, Warehouse, recording_run
 from analytics_pipeline.warehouse.tables import FILE_LEDGER, QUARANTINED_EVENTS, RAW_EVENTS
 
 LEDGER_COLUMNS = {
@@ -124,6 +125,7 @@ def unselected_metadata(unselected: list[str]) -> dict[str, Any]:
     check_specs=INGEST_CHECKS + INGEST_LATENCY_CHECKS,
     can_subset=True,  # selectable alone; it always builds and publishes all three (see selected_only)
     pool="warehouse_io",
+    retry_policy=STEP_RETRY_POLICY,
 )
 def ingest_arrival_day(context: AssetExecutionContext, settings: PipelineSettings) -> Iterator[Any]:
     """Read one arrival day of landing files; publish only if the blocking checks pass."""
@@ -134,7 +136,8 @@ def _ingest_results(context: AssetExecutionContext, settings: PipelineSettings) 
     day = context.partition_key
     context.log.info(f"reading {settings.landing_path}/{day} (late window {settings.late_window_days} days)")
     try:
-        result = arrival_day.ingest_arrival_day(settings, day)
+        with recording_run(context.run_id):  # the publish records say which run wrote them
+            result = arrival_day.ingest_arrival_day(settings, day)
     except GateFailed as failed:
         yield from failed_gate(failed, INGEST_CHECKS)
         return

@@ -27,6 +27,7 @@ from dagster import (
 
 from analytics_pipeline.defs.models import dimensions_job, model_asset
 from analytics_pipeline.defs.resources import settings as load_settings
+from analytics_pipeline.defs.retries import STEP_RETRY_POLICY
 from analytics_pipeline.metrics.cache import ResultCache
 from analytics_pipeline.metrics.definitions import project_metrics
 from analytics_pipeline.metrics.docs import metrics_table
@@ -45,6 +46,7 @@ daily_sketches = model_asset(SKETCHES_SPEC, build=build_sketches, group_name="me
     description="The governed metric definitions (assets/metrics.yml): name, kind, description, formula, "
     "owner, dimensions and grains; the same table as docs/metrics.md.",
     kinds={"yaml"},
+    retry_policy=STEP_RETRY_POLICY,
 )
 def metric_definitions(context: AssetExecutionContext, settings: PipelineSettings) -> MaterializeResult:
     current = project_metrics(settings)
@@ -63,6 +65,7 @@ def metric_definitions(context: AssetExecutionContext, settings: PipelineSetting
     description="The metric result cache: entries whose partitions were republished are swept; hits, misses, "
     "hit rate, entries, bytes, staleness and entry age are recorded per metric and in total.",
     kinds={"diskcache"},
+    retry_policy=STEP_RETRY_POLICY,
 )
 def metrics_cache(context: AssetExecutionContext, settings: PipelineSettings) -> MaterializeResult:
     cache = ResultCache(settings.cache_path)

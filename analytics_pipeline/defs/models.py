@@ -36,6 +36,7 @@ from analytics_pipeline.defs.events import late_window_job, nightly_job
 from analytics_pipeline.defs.metadata import declared_schema, publish_metadata
 from analytics_pipeline.defs.partitions import daily_partitions, window_mapping
 from analytics_pipeline.defs.resources import settings as load_settings
+from analytics_pipeline.defs.retries import STEP_RETRY_POLICY
 from analytics_pipeline.metrics.sketches import SKETCHES_SPEC
 from analytics_pipeline.models.build import ModelResult, build_model
 from analytics_pipeline.models.loader import ModelSpec, Window, load_models
@@ -50,7 +51,7 @@ from analytics_pipeline.quality.freshness import load_freshness
 from analytics_pipeline.quality.outcomes import GateFailed
 from analytics_pipeline.settings import PipelineSettings
 from analytics_pipeline.warehouse.catalog import refresh_catalog
-from analytics_pipeline.warehouse.storage import Warehouse
+from analytics_pipeline.warehouse.storage import Warehouse, recording_run
 
 Builder = Callable[[PipelineSettings, ModelSpec, str | None], ModelResult]
 
@@ -101,13 +102,15 @@ def model_asset(
         kinds={"duckdb", "sql", "parquet"} if spec.sql else {"duckdb", "python", "parquet"},
         metadata={"dagster/column_schema": declared_schema(spec.columns), "source_file": str(spec.path.name)},
         pool="warehouse_io",
+        retry_policy=STEP_RETRY_POLICY,
         check_specs=checks,
         freshness_policy=freshness_policy_for(spec.name),  # checks/freshness.yml
     )
     def _build(context: AssetExecutionContext, settings: PipelineSettings) -> Iterator[Any]:
         day = context.partition_key if spec.partitioned else None
         try:
-            result = build(settings, spec, day)
+            with recording_run(context.run_id):  # the publish records say which run wrote them
+                result = build(settings, spec, day)
         except GateFailed as failed:
             yield from failed_gate(failed, checks)
             return

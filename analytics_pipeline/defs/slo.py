@@ -25,6 +25,7 @@ from dagster import (
 from analytics_pipeline.defs.checks import DAGSTER_SEVERITY
 from analytics_pipeline.defs.metrics import metrics, metrics_cache
 from analytics_pipeline.defs.resources import settings as load_settings
+from analytics_pipeline.defs.retries import STEP_RETRY_POLICY
 from analytics_pipeline.metrics.definitions import project_metrics
 from analytics_pipeline.quality.outcomes import CheckOutcome
 from analytics_pipeline.settings import PipelineSettings
@@ -66,6 +67,7 @@ def _result(outcome: CheckOutcome) -> AssetCheckResult:
     description="The golden queries of checks/golden_queries.yml: latency (p50/p95/p99, cold and warm) "
     "and invariants on the answers, measured after every nightly plan.",
     kinds={"duckdb"},
+    retry_policy=STEP_RETRY_POLICY,
 )
 def golden_queries(context: AssetExecutionContext, settings: PipelineSettings) -> Iterator[Any]:
     current = project_metrics(settings)

@@ -1,26 +1,31 @@
-"""Which model partitions to rebuild, and in what order, when an upstream partition changes.
+"""Which partitions to rebuild, and in what order, when upstream partitions change.
 
-Late data and rollbacks change an ``events`` date; every model partition that reads it
-(windows reach backwards and forwards, snapshots chain forward) is rebuilt in dependency
-order. A partition that reads a partition whose latest blocking gate failed is left out
-until a rerun passes (``AutomationCondition.all_deps_blocking_checks_passed``'s rule,
-read from the warehouse's gate records).
+Late data changes an ``events`` date; a rollback changes a partition of any table. Every
+model partition that reads a changed one (windows reach backwards and forwards, snapshots
+chain forward) is rebuilt in dependency order; a changed ``raw_events`` arrival day first
+rebuilds the event dates that read it (``events[E]`` reads ``raw_events[E..E+L]``). A
+partition that reads a partition whose latest blocking gate failed is left out until a
+rerun passes (``AutomationCondition.all_deps_blocking_checks_passed``'s rule, read from the
+warehouse's gate records).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 
+from analytics_pipeline.events.late_window import arrival_days
 from analytics_pipeline.models.loader import ModelError, ModelSpec
 from analytics_pipeline.quality.gate_status import blocked_partitions
 from analytics_pipeline.warehouse.storage import Warehouse
-from analytics_pipeline.warehouse.tables import EVENTS
+from analytics_pipeline.warehouse.tables import EVENT_ID_CONFLICTS, EVENTS, RAW_EVENTS
 
-# the jobs that run a planned group of partitions (defined in defs/models.py)
+# the jobs that run a planned group of partitions (defined in defs/models.py and defs/events.py)
 DAILY_MODELS_JOB = "models_job"
 DIMENSIONS_JOB = "dimensions_job"
+EVENTS_JOB = "late_window_job"  # rebuilds the events (and event_id_conflicts) of one date
+EVENTS_STEP_TABLES = [EVENTS, EVENT_ID_CONFLICTS]  # what the events step builds and publishes together
 
 Blocked = dict[tuple[str, str], list[str]]  # (table, partition) -> failed blocking checks
 
@@ -39,12 +44,15 @@ def affected_partitions(
 ) -> list[tuple[ModelSpec, str | None]]:
     """Every model partition that reads a changed partition, in an order that can be built.
 
-    ``changed`` maps a table to its changed days (e.g. ``{"events": {"2025-01-03"}}``);
-    ``data_days`` bounds the days a partitioned model is built for. A partition D of a
-    model with window [s, e] on a changed upstream day c is affected when
-    c - e <= D <= c - s; a model that reads its own previous partition passes the
-    change on to every later day.
+    ``changed`` maps a table to its changed days (e.g. ``{"events": {"2025-01-03"}}`` or
+    ``{"sessions": {"2025-01-03"}}``); ``data_days`` bounds the days a partitioned model is
+    built for. A partition D of a model with window [s, e] on a changed upstream day c is
+    affected when c - e <= D <= c - s; a model that reads its own previous partition passes
+    the change on to every later day. A changed partition is not itself rebuilt (late data
+    rebuilt it, or a rollback restored it on purpose); its readers are, its own later
+    snapshots included.
     """
+    given = {table: set(days) for table, days in changed.items()}
     dirty = {table: set(days) for table, days in changed.items()}
     plan: list[tuple[ModelSpec, str | None]] = []
     allowed = set(data_days)
@@ -65,12 +73,16 @@ def affected_partitions(
                     candidate = (base - timedelta(days=offset)).isoformat()
                     if candidate in allowed:
                         hit.add(candidate)
+        own = given.get(spec.name, set())
+        if spec.self_dependent and own:  # its later partitions read the changed one
+            hit.update(d for d in allowed if d > min(own))
         if spec.self_dependent and hit:
             first = min(hit)
             hit.update(d for d in allowed if d >= first)
+        hit -= own
         if spec.partitioned:
             plan.extend((spec, d) for d in sorted(hit))
-            dirty[spec.name] = hit
+            dirty[spec.name] = hit | own
         elif unpartitioned_hit:
             plan.append((spec, None))
             dirty[spec.name] = {"all"}
@@ -130,21 +142,49 @@ def skip_message(name: str, day: str | None, blocked: Blocked) -> str:
     return f"not rebuilding {name} {day or ''}: upstream blocking checks failed {blocked}"
 
 
+def event_days_reading(arrival_day: str, late_window_days: int) -> list[str]:
+    """The event dates whose ``events`` partition reads ``raw_events`` of this arrival day, oldest first."""
+    day = date.fromisoformat(arrival_day)
+    return [(day - timedelta(days=i)).isoformat() for i in range(late_window_days, -1, -1)]
+
+
 def plan_rebuilds(
     specs: list[ModelSpec],
-    changed_event_days: set[str],
+    changed: Mapping[str, Iterable[str]] | Iterable[str],
     warehouse: Warehouse,
     on_skip: Callable[[str, str | None, Blocked], None] | None = None,
+    late_window_days: int | None = None,
 ) -> list[PlannedRun]:
-    """The runs that bring every model up to date after events of these dates changed.
+    """The runs that bring everything downstream up to date after these partitions changed.
 
-    Runs follow the dependency order of model partitions, grouping consecutive partitions
-    of the same date into one run. A model partition that reads a partition whose latest
-    blocking check failed is left out and passed to ``on_skip``.
+    ``changed`` maps a table to its changed days, ``{"sessions": {"2025-01-03"}}``; a plain
+    set of days means ``events`` dates (late data). A changed ``raw_events`` arrival day D
+    first rebuilds the published event dates D-L .. D that read it (``late_window_days`` is
+    L, required then), one ``late_window_job`` run each, and those dates count as changed
+    ``events``. Then the model runs follow the dependency order of model partitions,
+    grouping consecutive partitions of the same date into one run. A partition that reads a
+    partition whose latest blocking check failed is left out and passed to ``on_skip``.
     """
-    data_days = warehouse.published_days(EVENTS)
-    plan = affected_partitions(specs, {EVENTS: changed_event_days}, data_days)
+    if isinstance(changed, Mapping):
+        changes = {table: set(days) for table, days in changed.items()}
+    else:
+        changes = {EVENTS: set(changed)}
     runs: list[PlannedRun] = []
+    data_days = warehouse.published_days(EVENTS)
+    if changes.get(RAW_EVENTS):
+        if late_window_days is None:
+            raise ValueError("plan_rebuilds: a changed raw_events day needs late_window_days")
+        published = set(data_days)
+        readers = {e for d in changes[RAW_EVENTS] for e in event_days_reading(d, late_window_days)}
+        for event_day in sorted(readers & published):
+            blocked = blocked_partitions(warehouse, {RAW_EVENTS: arrival_days(event_day, late_window_days)})
+            if blocked:
+                if on_skip:
+                    on_skip(EVENTS, event_day, blocked)
+                continue
+            runs.append(PlannedRun(EVENTS_JOB, event_day, list(EVENTS_STEP_TABLES)))
+            changes.setdefault(EVENTS, set()).add(event_day)
+    plan = affected_partitions(specs, changes, data_days)
     for spec, day in plan:
         blocked = blocked_partitions(warehouse, upstream_partitions(spec, day, warehouse))
         if blocked:

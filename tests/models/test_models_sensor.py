@@ -191,13 +191,17 @@ def test_models_sensor_requests_after_the_nightly_and_late_window_runs(daemon: D
 
 def test_launched_runs_queue_and_a_failed_gate_holds_back_the_partitions_reading_it(daemon: Daemon) -> None:
     daemon.run("nightly_job", D1)
+    model_runs = set()
     for request in daemon.tick():
         launched = daemon.launch(request)
         assert launched.dagster_run.job_name == request.job_name
         assert launched.dagster_run.tags[MODELS_QUEUE_TAG] == "serial"
+        model_runs.add(launched.run_id)
+    published = Warehouse(daemon.settings.warehouse_path).published_version("sessions", D1)
+    assert published is not None and published.run_id in model_runs  # the record names its run
     assert daemon.tick() == []  # model runs are not monitored: no loop
     # the queue the tag joins is the one the CLI's dagster.yaml limits to one run at a time
-    limits = yaml.safe_load(DAGSTER_YAML)["run_queue"]["tag_concurrency_limits"]
+    limits = yaml.safe_load(DAGSTER_YAML)["concurrency"]["runs"]["tag_concurrency_limits"]
     assert {"key": MODELS_QUEUE_TAG, "limit": 1} in limits
 
     # plant a failed blocking gate on sessions[D1], as tests/quality/test_quality_gates.py does
@@ -212,6 +216,8 @@ def test_launched_runs_queue_and_a_failed_gate_holds_back_the_partitions_reading
         "session_id__be_unique"
     ]
     assert Warehouse(daemon.settings.warehouse_path).published_days("sessions") == [D1]  # kept version
+    kept = Warehouse(daemon.settings.warehouse_path).published_version("sessions", D1)
+    assert kept is not None and kept.run_id == published.run_id != planted.run_id
 
     late = daemon.run("late_window_job", D1)
     requests = daemon.tick()

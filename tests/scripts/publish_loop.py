@@ -11,15 +11,19 @@ exactly at the point whatever the machine's speed. The points are:
   through a Python function that stops the process when DuckDB asks it for the last
   row, so every row group before it is in the staged file but the Parquet footer is not;
 * every name of ``analytics_pipeline.warehouse.storage.PUBLISH_STEPS``, reached through
-  the seam ``storage.PUBLISH_STEP_HOOK`` inside ``Warehouse.publish`` and ``rollback``.
+  the seam ``storage.PUBLISH_STEP_HOOK`` inside ``Warehouse.publish``, ``rollback`` and the
+  recovery of a change a killed process left (which the next operation runs first).
 
     python tests/scripts/publish_loop.py WAREHOUSE TABLE DAY --stop-at POINT [--occurrence K]
-        [--publishes N] [--rollback] [--rows N] [--start B]
+        [--publishes N] [--rollback] [--rows N] [--start B] [--recover]
 
-It publishes ``--publishes`` times (default: ``--occurrence``), then rolls back once
-with ``--rollback``. Each step is announced on stdout (``COPY <version> <staged path>``,
-``PUBLISH <version>``, ``DONE <version> changed=<bool>``, ``ROLLBACK``). When the point
-is never reached it prints ``NOT REACHED`` and exits 3: a test never passes by luck.
+It publishes ``--publishes`` times (default: ``--occurrence``), each followed by the
+manifest a step writes (``{"content": <version>, "rows": <rows>}``), then rolls back once
+with ``--rollback``; with ``--recover`` it only reads the partition's history, which
+finishes or undoes what a killed process left. Each step is announced on stdout
+(``COPY <version> <staged path>``, ``PUBLISH <version>``, ``DONE <version> changed=<bool>``,
+``ROLLBACK``, ``RECOVER``). When the point is never reached it prints ``NOT REACHED`` and
+exits 3: a test never passes by luck.
 
 Content "A" is ``rows`` rows and content "B" is ``rows + rows // 20`` rows with other
 payloads; ``version_sql`` is imported by the test to compute the expected checksums.
@@ -58,6 +62,11 @@ def version_sql(version: str, rows: int, id_expr: str = "i") -> str:
         f"SELECT {id_expr} AS id, '{version}' AS version, md5(i::VARCHAR || '{version}') AS payload, "
         f"repeat(chr(65 + (i % 26)::INTEGER), 40) AS filler FROM range({version_rows(version, rows)}) t(i)"
     )
+
+
+def manifest_of(version: str, rows: int) -> dict[str, object]:
+    """The counts a step would write for a content version."""
+    return {"content": version, "rows": version_rows(version, rows)}
 
 
 def checksum_sql(relation: str) -> str:
@@ -114,6 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rows", type=int, default=200_000)
     parser.add_argument("--start", choices=("A", "B"), default="B", help="content published first")
     parser.add_argument("--versions-kept", type=int, default=3)
+    parser.add_argument("--recover", action="store_true", help="only trigger the recovery (no publish)")
     args = parser.parse_args(argv)
 
     warehouse = Warehouse(args.warehouse)
@@ -128,12 +138,16 @@ def main(argv: list[str] | None = None) -> int:
 
     con.create_function("copy_gate", copy_gate, ["BIGINT"], "BIGINT", type="arrow", side_effects=True)
     print("READY", flush=True)
-    for i in range(args.publishes or args.occurrence):
+    if args.recover:
+        print("RECOVER", flush=True)
+        warehouse.history(args.table, args.day)
+    for i in range(0 if args.recover else args.publishes or args.occurrence):
         current = versions[i % 2]
         stop_in_copy = args.stop_at == COPY_POINT and i + 1 == args.occurrence
         staged = stage(con, warehouse, args.table, args.day, current, args.rows, stop_in_copy)
         print(f"PUBLISH {current}", flush=True)
         result = warehouse.publish(staged, args.table, args.day, args.versions_kept)
+        warehouse.write_manifest(args.table, args.day, manifest_of(current, args.rows))
         print(f"DONE {current} changed={result.changed}", flush=True)
     if args.rollback:
         print("ROLLBACK", flush=True)
