@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,7 +21,7 @@ from sqlglot import exp
 from sqlglot.errors import SqlglotError
 from sqlglot.lineage import lineage
 
-from analytics_pipeline.models.flags import active_flags, build_inputs, flag_record, project_flags
+from analytics_pipeline.models.flags import Flag, active_flags, build_inputs, flag_record, project_flags
 from analytics_pipeline.models.funnels import funnel_steps_table
 from analytics_pipeline.models.loader import ModelError, ModelSpec, Window
 from analytics_pipeline.quality import gate_status
@@ -120,9 +120,12 @@ def _any_partition(warehouse: Warehouse, table: str) -> Path | None:
     return warehouse.partition_file(table, days[-1]) if days else None
 
 
-def build_model(settings: PipelineSettings, spec: ModelSpec, day: str | None) -> ModelResult:
+def build_model(
+    settings: PipelineSettings, spec: ModelSpec, day: str | None, flags: Mapping[str, Flag] | None = None
+) -> ModelResult:
     """Build one partition (or the whole unpartitioned table), audit it, publish it atomically.
 
+    ``flags`` replaces the flags file's flags (a canary tries one switched on).
     Raises GateFailed (and publishes nothing) when an ERROR check of its suite fails.
     """
     started = time.perf_counter()
@@ -132,7 +135,9 @@ def build_model(settings: PipelineSettings, spec: ModelSpec, day: str | None) ->
     warehouse.clear_staging(spec.name, partition)
     staged = warehouse.staging_file(spec.name, partition, token)
     inputs: dict[str, list[str]] = {}
-    active = active_flags(project_flags(settings.flags_path, settings.models_path), spec.name, day)
+    if flags is None:
+        flags = project_flags(settings.flags_path, settings.models_path)
+    active = active_flags(flags, spec.name, day)
     con = settings.connect()
     try:
         for seed in spec.seeds:
@@ -182,7 +187,9 @@ def build_model(settings: PipelineSettings, spec: ModelSpec, day: str | None) ->
     gate_status.record(warehouse, [spec.name], partition, gate.outcomes)
     if gate.failed:  # the staged file stays for inspection until the next build clears it
         raise GateFailed(spec.name, partition, gate.outcomes)
-    published = warehouse.publish(staged, spec.name, partition, settings.versions_kept)
+    published = warehouse.publish(
+        staged, spec.name, partition, settings.versions_kept, flags=flag_record(active)
+    )
     manifest: dict[str, object] = {"rows": rows, "inputs": inputs}
     if spec.parameters or active:  # which variant this partition is: what a flag change compares with
         manifest["flags"] = flag_record(active)
