@@ -70,6 +70,10 @@ class PipelineSettings(ConfigurableResource, BaseSettings):  # type: ignore[misc
         default=_project_path("checks", "golden_queries.yml"), description="Golden queries and their SLOs."
     )
     slos_file: str = Field(default=_project_path("checks", "slos.yml"), description="Data-latency SLOs.")
+    canary_file: str = Field(
+        default=_project_path("checks", "canary.yml"),
+        description="What a canary may change and still be promoted.",
+    )
     cache_dir: str = Field(
         default="", description="Metric result cache; empty means <data_dir>/cache/metrics."
     )
@@ -134,6 +138,10 @@ class PipelineSettings(ConfigurableResource, BaseSettings):  # type: ignore[misc
     @property
     def slos_path(self) -> Path:
         return Path(self.slos_file).resolve()
+
+    @property
+    def canary_path(self) -> Path:
+        return Path(self.canary_file).resolve()
 
     @property
     def cache_path(self) -> Path:

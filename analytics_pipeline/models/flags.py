@@ -112,20 +112,7 @@ def load_flags(path: Path, specs: Sequence[ModelSpec]) -> dict[str, Flag]:
         sql = None
         if raw.sql is not None:
             variant = (path.parent.parent / raw.sql) if not Path(raw.sql).is_absolute() else Path(raw.sql)
-            if not variant.exists():
-                raise FlagsError(f"{where}.sql: no such file {variant}")
-            text = variant.read_text()
-            match = HEADER.match(text)
-            sql = (match["sql"] if match else text).strip().rstrip(";")
-            try:
-                tables = referenced_tables(sql)
-            except sqlglot.errors.ParseError as exc:
-                raise FlagsError(f"{where}.sql: {variant} does not parse: {exc}") from None
-            allowed = set(spec.upstreams) | set(spec.seeds)
-            if not tables <= allowed:
-                raise FlagsError(
-                    f"{where}.sql: {variant} reads {sorted(tables - allowed)}, which {raw.model} does not read"
-                )
+            sql = variant_sql(variant, spec, f"{where}.sql")
         if not raw.parameters and raw.sql is None:
             raise FlagsError(f"{where}: a flag sets parameters or a sql variant")
         flags[name] = Flag(name, raw.description, raw.model, dict(raw.parameters), sql, raw.sql, raw.enabled)
@@ -134,6 +121,25 @@ def load_flags(path: Path, specs: Sequence[ModelSpec]) -> dict[str, Flag]:
         if len(swaps) > 1:
             raise FlagsError(f"{path}: flags {swaps} all swap the SQL of {model}; one variant per model")
     return flags
+
+
+def variant_sql(variant: Path, spec: ModelSpec, where: str) -> str:
+    """The SELECT of a variant SQL file (header stripped), checked to read only what ``spec`` reads."""
+    if not variant.exists():
+        raise FlagsError(f"{where}: no such file {variant}")
+    text = variant.read_text()
+    match = HEADER.match(text)
+    sql = (match["sql"] if match else text).strip().rstrip(";")
+    try:
+        tables = referenced_tables(sql)
+    except sqlglot.errors.ParseError as exc:
+        raise FlagsError(f"{where}: {variant} does not parse: {exc}") from None
+    allowed = set(spec.upstreams) | set(spec.seeds)
+    if not tables <= allowed:
+        raise FlagsError(
+            f"{where}: {variant} reads {sorted(tables - allowed)}, which {spec.name} does not read"
+        )
+    return sql
 
 
 def active_flags(flags: Mapping[str, Flag], model: str, day: str | None) -> list[Flag]:

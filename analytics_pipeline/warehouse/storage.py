@@ -303,11 +303,13 @@ class Warehouse:
         versions_kept: int,
         run_id: str | None = None,
         flags: Mapping[str, Any] | None = None,
+        promotion: Mapping[str, Any] | None = None,
     ) -> PublishResult:
         """Atomically move an audited staging file into the table; keep the old one.
 
         ``run_id`` (default: the one of the enclosing :func:`recording_run`) and ``flags``
-        (the flags active for this build; default none) go into the new version's record.
+        (the flags active for this build; default none) go into the new version's record, and
+        ``promotion`` (the canary it came from: who, when, forced) when it is a promoted canary.
         The manifest of the replaced version moves to its kept copy; the step writes the
         new one with :meth:`write_manifest` after this returns.
         """
@@ -340,6 +342,7 @@ class Warehouse:
                 "run_id": run_id if run_id is not None else _RUN_ID.get(),
                 "flags": dict(flags or {}),
                 "previous": current["version"] if current else None,
+                **({"promotion": dict(promotion)} if promotion else {}),
             }
             old: dict[str, Any] | None = None
             if current is not None:
