@@ -316,6 +316,79 @@ def cmd_query(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_flags(args: argparse.Namespace) -> int:
+    """List flags and the partitions built with other flags; observe them in Dagster; --rebuild them."""
+    from analytics_pipeline import rollout
+    from analytics_pipeline.rollback import describe_runs
+
+    settings = _settings(args)
+    instance = dagster_instance()
+    observed = rollout.observe_flags(settings, instance)
+    stale, runs = rollout.flag_plan(settings)
+    for line in rollout.describe_flags(settings, stale):
+        print(line)
+    if observed:
+        print(
+            f"observed {', '.join(observed)} in {instance.root_directory}: the UI marks these partitions stale"
+        )
+    if not runs:
+        return 0
+    if not args.rebuild:
+        print(f"{len(runs)} runs rebuild them and what reads them:")
+        for line in describe_runs(runs):
+            print(f"  {line}")
+        print("rebuild them with: analytics-pipeline flags --rebuild")
+        return 0
+    ok, evaluations = rollout.rebuild_flagged(settings, instance, runs, print)
+    if evaluations:
+        print(_gates_line(evaluations))
+    return 0 if ok else 1
+
+
+def cmd_canary(args: argparse.Namespace) -> int:
+    """Build a candidate beside production, compare, print and record the verdict."""
+    from analytics_pipeline import rollout
+    from analytics_pipeline.canary import CanaryError, parse_partitions, run_canary
+
+    settings = _settings(args)
+    try:
+        verdict = run_canary(
+            settings, args.model, parse_partitions(args.partitions), flag=args.flag, sql=args.sql
+        )
+    except CanaryError as error:
+        print(f"analytics-pipeline canary: {error}", file=sys.stderr)
+        return 2
+    print(verdict.summary())
+    run_id = rollout.record_canary(dagster_instance(), verdict)
+    print(f"recorded as run {run_id} of canary_job (tags analytics/verdict={verdict.verdict})")
+    data_dir = f"--data-dir {args.data_dir} " if args.data_dir else ""
+    force = " --force" if verdict.held else ""
+    print(f"promote: analytics-pipeline {data_dir}promote {verdict.id}{force}")
+    return 0 if not verdict.held else 3
+
+
+def cmd_promote(args: argparse.Namespace) -> int:
+    """Publish a canary through the model's gates; a held one only with --force (recorded)."""
+    from analytics_pipeline import rollout
+    from analytics_pipeline.canary import CanaryError
+
+    settings = _settings(args)
+    try:
+        ok = rollout.promote_canary(
+            settings,
+            dagster_instance(),
+            args.canary_id,
+            args.force,
+            not args.no_rebuild,
+            args.data_dir,
+            print,
+        )
+    except CanaryError as error:
+        print(f"analytics-pipeline promote: {error}", file=sys.stderr)
+        return 2
+    return 0 if ok else 1
+
+
 def cmd_cache(args: argparse.Namespace) -> int:
     from analytics_pipeline.metrics.cache import ResultCache
 
@@ -412,6 +485,38 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--format", choices=["table", "csv", "json"], default="table")
     q.add_argument("--no-cache", action="store_true", help="compute, do not read or write the result cache")
     q.set_defaults(func=cmd_query)
+
+    flags = sub.add_parser(
+        "flags", help="list feature flags and the partitions built with other flags; --rebuild them"
+    )
+    flags.add_argument(
+        "--rebuild", action="store_true", help="rebuild the out-of-date partitions and what reads them"
+    )
+    flags.set_defaults(func=cmd_flags)
+
+    canary = sub.add_parser(
+        "canary",
+        help="build a model's candidate beside production, compare, print a promote/hold verdict",
+        description="Build MODEL for --partitions into data/canary/<id>/ (production untouched), compare "
+        "it with production (row counts, metrics, column stats, rows by key) against checks/canary.yml, "
+        "print the verdict and record it as a canary_job run. Exit 0: promote; 3: hold.",
+    )
+    canary.add_argument("model")
+    canary.add_argument("--partitions", required=True, metavar="D1..D2", help="days, inclusive")
+    variant = canary.add_mutually_exclusive_group()
+    variant.add_argument("--flag", help="a flag of assets/flags.yml, switched on for these days")
+    variant.add_argument("--sql", metavar="PATH", help="another SQL file for the model")
+    canary.set_defaults(func=cmd_canary)
+
+    promote = sub.add_parser(
+        "promote", help="publish a canary through the model's gates, then rebuild what reads it"
+    )
+    promote.add_argument("canary_id")
+    promote.add_argument("--force", action="store_true", help="promote a held canary (recorded)")
+    promote.add_argument(
+        "--no-rebuild", action="store_true", help="print the commands that rebuild downstream instead"
+    )
+    promote.set_defaults(func=cmd_promote)
 
     cache = sub.add_parser("cache", help="the metric result cache: stats, sweep, clear")
     cache.add_argument("action", choices=["stats", "sweep", "clear"])

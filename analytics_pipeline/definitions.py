@@ -8,8 +8,16 @@ from __future__ import annotations
 
 from dagster import Definitions
 
-from analytics_pipeline.defs import events, ingest, metrics, models, quality, resources, slo
+from analytics_pipeline.defs import canary, events, flags, ingest, metrics, models, quality, resources, slo
 
 defs = Definitions.merge(
-    resources.defs, ingest.defs, events.defs, models.defs, metrics.defs, slo.defs, quality.defs
+    resources.defs,
+    ingest.defs,
+    events.defs,
+    flags.defs,
+    models.defs,
+    metrics.defs,
+    slo.defs,
+    quality.defs,
+    canary.defs,
 )

@@ -16,6 +16,7 @@ from dagster import (
     AssetsDefinition,
     AssetSelection,
     DagsterRunStatus,
+    DataVersion,
     Definitions,
     FreshnessPolicy,
     LastPartitionMapping,
@@ -33,6 +34,7 @@ from dagster import (
 
 from analytics_pipeline.defs.checks import check_results, check_specs, failed_gate
 from analytics_pipeline.defs.events import late_window_job, nightly_job
+from analytics_pipeline.defs.flags import FLAGGED, flags_asset_name
 from analytics_pipeline.defs.metadata import declared_schema, publish_metadata
 from analytics_pipeline.defs.partitions import daily_partitions, window_mapping
 from analytics_pipeline.defs.resources import settings as load_settings
@@ -92,6 +94,8 @@ def model_asset(
     deps = [
         AssetDep(upstream, partition_mapping=_mapping(window)) for upstream, window in spec.upstreams.items()
     ]
+    if spec.name in FLAGGED:  # partition by partition: a flag change marks exactly its days stale
+        deps.append(AssetDep(flags_asset_name(spec.name)))
 
     @asset(
         name=spec.name,
@@ -131,7 +135,10 @@ def model_asset(
                 ),
                 "duration_s": round(result.duration_s, 3),
                 "gate_duration_s": round(result.gate_duration_s, 3),
-            }
+                "active_flags": MetadataValue.json(result.flags),
+            },
+            # the bytes published: a rebuild that changes nothing leaves what reads it fresh
+            data_version=DataVersion(result.published.sha256),
         )
         yield from check_results(result.checks, checks)  # they audited what was just published
 

@@ -184,3 +184,41 @@ def project_flags(flags_path: Path, models_dir: Path) -> dict[str, Flag]:
     if key not in _LOADED:
         _LOADED[key] = load_flags(flags_path, load_models(models_dir))
     return _LOADED[key]
+
+
+def flagged_models(flags: Mapping[str, Flag], specs: Sequence[ModelSpec]) -> list[str]:
+    """Models a flag can change: those with parameters, and those a flag names."""
+    named = {f.model for f in flags.values()}
+    return [s.name for s in specs if s.parameters or s.name in named]
+
+
+@dataclass(frozen=True)
+class OutOfDate:
+    """A published partition built with other flags than the flags file now makes active."""
+
+    model: str
+    day: str  # 'all' for an unpartitioned model
+    built_with: dict[str, Any]
+    active: dict[str, Any]
+
+
+def out_of_date(flags: Mapping[str, Flag], specs: Sequence[ModelSpec], warehouse: Any) -> list[OutOfDate]:
+    """Every published partition of a flagged model whose manifest's flags differ from the active ones.
+
+    ``warehouse`` is a :class:`~analytics_pipeline.warehouse.storage.Warehouse`; a manifest
+    without ``flags`` was built with none.
+    """
+    stale = []
+    for spec in specs:
+        if spec.name not in flagged_models(flags, specs):
+            continue
+        days = warehouse.published_days(spec.name) if spec.partitioned else ["all"]
+        for day in days:
+            if not warehouse.partition_file(spec.name, day).exists():
+                continue
+            manifest = warehouse.read_manifest(spec.name, day) or {}
+            built_with = manifest.get("flags") or {}
+            active = flag_record(active_flags(flags, spec.name, day if spec.partitioned else None))
+            if built_with != active:
+                stale.append(OutOfDate(spec.name, day, built_with, active))
+    return stale
