@@ -9,6 +9,7 @@ from datetime import date, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from analytics_pipeline.drills.command import add_parser as add_drill_parser
 from analytics_pipeline.settings import PROJECT_ROOT, PipelineSettings
 from analytics_pipeline.warehouse.storage import Warehouse
 
@@ -521,6 +522,8 @@ def build_parser() -> argparse.ArgumentParser:
     cache = sub.add_parser("cache", help="the metric result cache: stats, sweep, clear")
     cache.add_argument("action", choices=["stats", "sweep", "clear"])
     cache.set_defaults(func=cmd_cache)
+
+    add_drill_parser(sub)
     return parser
 
 

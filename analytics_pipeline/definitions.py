@@ -8,7 +8,18 @@ from __future__ import annotations
 
 from dagster import Definitions
 
-from analytics_pipeline.defs import canary, events, flags, ingest, metrics, models, quality, resources, slo
+from analytics_pipeline.defs import (
+    canary,
+    drills,
+    events,
+    flags,
+    ingest,
+    metrics,
+    models,
+    quality,
+    resources,
+    slo,
+)
 
 defs = Definitions.merge(
     resources.defs,
@@ -20,4 +31,5 @@ defs = Definitions.merge(
     slo.defs,
     quality.defs,
     canary.defs,
+    drills.defs,
 )
