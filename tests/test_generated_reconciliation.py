@@ -20,11 +20,12 @@ def test_every_planted_fault_is_found_and_every_line_accounted(tmp_path: Path) -
     planted = generate(settings.landing_path, date(2025, 1, 10), 3, 1500, seed=11)
     arrivals = sorted(p.name for p in settings.landing_path.iterdir())
     reasons: Counter[str] = Counter()
-    lines_read = 0
+    lines_read = boms = 0
     for day in arrivals:
         counts = ingest_arrival_day(settings, day).counts
         reasons.update(counts["quarantined_by_reason"])
         lines_read += counts["lines_read"]
+        boms += counts["boms_stripped"]
     totals: Counter[str] = Counter()
     for day in ("2025-01-10", "2025-01-11", "2025-01-12"):
         counts = dedupe_events_day(settings, day).counts
@@ -33,7 +34,8 @@ def test_every_planted_fault_is_found_and_every_line_accounted(tmp_path: Path) -
     assert totals["events"] == planted.events_planted == 4500
     assert totals["duplicates"] == planted.duplicates_planted + planted.corrupt_gzip_readable_lines
     assert totals["id_conflicts"] == planted.id_conflicts_planted
-    assert dict(reasons) == planted.malformed_planted
+    assert dict(reasons) == planted.malformed_planted  # duplicate_key included
+    assert boms == planted.boms_planted == 1  # stripped and counted, not a bad line
     assert lines_read == planted.lines_written + planted.corrupt_gzip_readable_lines
     quarantined_lines = sum(planted.malformed_planted.values()) - 2  # minus the two file-level faults
     assert lines_read == totals["events"] + totals["duplicates"] + totals["id_conflicts"] + quarantined_lines

@@ -5,16 +5,26 @@ those ``raw_events`` partitions, keeps rows dated D and picks one row per messag
 the copy with the earliest ``receivedAt`` (ties: earlier arrival day, then file path,
 then line). Other copies with the same content are duplicates (counted); copies
 with different content are id conflicts (written to ``event_id_conflicts``).
+
+Nearly every message is delivered once, so only the copies of messages that occur more
+than once are ranked: a first pass groups a 64-bit hash of the messageId (narrow, so a
+10M-row day stays within the memory limit), and exactly the rows whose hash occurs more
+than once (every copy of a repeated messageId, and the rare hash collision) are ranked by
+messageId. A row is identified by its position (file, row) in the snapshot of the inputs.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import time
 import uuid
 from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
+
+import pyarrow.parquet as pq
 
 from analytics_pipeline.events.late_window import arrival_days
 from analytics_pipeline.quality import gate_status, sql_checks
@@ -47,6 +57,7 @@ EVENT_COLUMNS = {
 }
 
 RANK_ORDER = "received_at, arrival_date, file_path, line_number"
+FILE_ROWS = 1 << 40  # row numbers of one snapshot file stay below this
 
 # The invariants the suite (checks/suites/events.yml) cannot express; both block publishing.
 EVENTS_CHECKS = [
@@ -96,43 +107,55 @@ def dedupe_events_day(settings: PipelineSettings, day: str, publish: bool = True
 
     con = settings.connect()
     try:
-        if snapshot:
-            files = ", ".join(f"'{p}'" for p in snapshot)
-            con.execute(
-                f"CREATE TEMP VIEW source AS SELECT * FROM read_parquet([{files}]) "
+        if snapshot:  # pos: the row's place in the snapshot, (file number, row number) in one integer
+            scans = " UNION ALL BY NAME ".join(
+                f"SELECT * EXCLUDE (file_row_number), {i} * {FILE_ROWS} + file_row_number AS pos "
+                f"FROM read_parquet('{path}', file_row_number = true, hive_partitioning = false) "
                 f"WHERE event_date = DATE '{day}'"
+                for i, path in enumerate(snapshot)
             )
+            con.execute(f"CREATE TEMP VIEW source AS {scans}")
         else:  # no arrival day published yet: an empty, correctly typed partition
-            con.execute(f"CREATE TEMP VIEW source AS SELECT * FROM ({_empty_raw()}) WHERE false")
-        # Only the narrow columns the ranking needs are held in memory; the wide ones
-        # (properties, context, raw_line) are read from the files by the COPYs below.
+            con.execute(
+                f"CREATE TEMP VIEW source AS SELECT *, NULL::BIGINT AS pos FROM ({_empty_raw()}) WHERE false"
+            )
+        # Only the copies of messages that occur more than once are ranked (narrow columns); the
+        # wide ones (properties, context, raw_line) are read from the files by the COPYs below.
         con.execute(
-            f"""CREATE TEMP TABLE candidates AS
-            SELECT {RANK_ORDER}, message_id, content_hash FROM source"""
+            """CREATE TEMP TABLE repeated AS
+            SELECT hash(message_id) AS message_hash FROM source GROUP BY 1 HAVING count(*) > 1"""
         )
         con.execute(
             f"""CREATE TEMP TABLE ranked AS
-            SELECT arrival_date, file_path, line_number, message_id, content_hash,
-                   row_number() OVER w AS copy_rank,
-                   first_value(content_hash) OVER w AS winner_hash
-            FROM candidates WINDOW w AS (PARTITION BY message_id ORDER BY {RANK_ORDER})"""
+            SELECT *, nullif(count(*) FILTER (WHERE content_hash = winner_hash) OVER (PARTITION BY message_id), 0)
+                   AS deliveries
+            FROM (
+                SELECT pos, {RANK_ORDER}, message_id, content_hash,
+                       row_number() OVER w AS copy_rank,
+                       first_value(content_hash) OVER w AS winner_hash
+                FROM source WHERE hash(message_id) IN (SELECT message_hash FROM repeated)
+                WINDOW w AS (PARTITION BY message_id ORDER BY {RANK_ORDER}))"""
         )
-        con.execute(
-            """CREATE TEMP TABLE deliveries AS
-            SELECT message_id, count(*) AS deliveries FROM ranked
-            WHERE content_hash = winner_hash GROUP BY message_id"""
-        )
-        con.execute(
-            f"""COPY (
-            SELECT c.message_id, c.type, c.event, c.user_id, c.anonymous_id, c.timestamp, c.event_date,
+        # every rank a row can have (a message delivered once ranks first)
+        con.execute("CREATE TEMP TABLE copy_ranks AS SELECT DISTINCT copy_rank FROM ranked UNION SELECT 1")
+        # Sorting the day's wide rows at once needs memory in proportion to the day: the rows
+        # are sorted in time slices of bounded size, concatenated in order (UNION ALL keeps it).
+        slices = " UNION ALL ".join(
+            f"""(SELECT c.message_id, c.type, c.event, c.user_id, c.anonymous_id, c.timestamp, c.event_date,
                    c.received_at, c.sent_at, c.original_timestamp, c.properties, c.traits, c.context,
-                   c.schema_version, d.deliveries, c.arrival_date, c.file_path, c.line_number
+                   c.schema_version, coalesce(x.deliveries, CASE WHEN x.pos IS NULL AND c.content_hash IS NOT NULL
+                   THEN 1 END) AS deliveries, c.arrival_date, c.file_path, c.line_number
             FROM source c
-            JOIN ranked r USING (arrival_date, file_path, line_number)
-            JOIN deliveries d ON d.message_id = c.message_id
-            WHERE r.copy_rank = 1
-            ORDER BY c.timestamp, c.message_id
-            ) TO '{events_staged}' (FORMAT parquet, COMPRESSION zstd)"""
+            LEFT JOIN ranked x USING (pos)
+            JOIN copy_ranks r ON r.copy_rank = coalesce(x.copy_rank, 1)
+            WHERE r.copy_rank = 1 AND (x.deliveries IS NOT NULL OR x.pos IS NULL AND c.content_hash IS NOT NULL)
+              AND {within}
+            ORDER BY c.timestamp, c.message_id)"""
+            for within in _time_slices(day, snapshot)
+        )
+        con.execute("SET preserve_insertion_order = true")
+        con.execute(
+            f"COPY ({slices}) TO '{events_staged}' (FORMAT parquet, COMPRESSION zstd{WIDE_ROW_GROUPS})"
         )
         con.execute(
             f"""COPY (
@@ -142,7 +165,7 @@ def dedupe_events_day(settings: PipelineSettings, day: str, publish: bool = True
                    c.anonymous_id, c.timestamp, c.received_at, c.event_date, c.arrival_date,
                    c.file_path, c.line_number, c.raw_line
             FROM source c
-            JOIN ranked r USING (arrival_date, file_path, line_number)
+            JOIN ranked r USING (pos)
             WHERE r.copy_rank > 1 AND r.content_hash <> r.winner_hash
             ORDER BY c.message_id, c.received_at, c.arrival_date, c.file_path, c.line_number
             ) TO '{conflicts_staged}' (FORMAT parquet, COMPRESSION zstd)"""
@@ -152,7 +175,7 @@ def dedupe_events_day(settings: PipelineSettings, day: str, publish: bool = True
         counts = {
             "arrival_days_read": [d for d, p in zip(wanted, sources, strict=True) if p.exists()],
             "arrival_days_missing": [d for d, p in zip(wanted, sources, strict=True) if not p.exists()],
-            "input_rows": sql_checks.count(con, "SELECT count(*) FROM candidates"),
+            "input_rows": sql_checks.count(con, "SELECT count(*) FROM source"),
             "events": sql_checks.count(con, "SELECT count(*) FROM staged_events"),
             "duplicates": sql_checks.count(
                 con, "SELECT count(*) FROM ranked WHERE copy_rank > 1 AND content_hash = winner_hash"
@@ -191,6 +214,40 @@ def dedupe_events_day(settings: PipelineSettings, day: str, publish: bool = True
         warehouse.write_manifest(EVENTS, day, counts)
     result.duration_s = time.perf_counter() - started
     return result
+
+
+EVENT_COLUMNS_READ = (
+    "message_id", "type", "event", "user_id", "anonymous_id", "timestamp", "event_date", "received_at",
+    "sent_at", "original_timestamp", "properties", "traits", "context", "schema_version",
+    "arrival_date", "file_path", "line_number",
+)  # fmt: skip
+WIDE_ROW_GROUPS = ", ROW_GROUP_SIZE_BYTES '32MB'"  # row groups of wide rows are cut by size: bounded memory
+SLICE_BYTES = 128 * 10**6  # the rows of one time slice of events are about this big, to be sorted in memory
+MAX_SLICES = 1440  # one a minute
+
+
+def _time_slices(day: str, snapshot: list[Path]) -> list[str]:
+    """Conditions splitting the day's UTC hours into equal time slices, each small enough to sort
+    within a 1 GB memory limit: as many as the rows' size (Parquet footers, an upper bound: every
+    input row) over ``SLICE_BYTES``. Depends on the inputs only, so the output's row groups do too."""
+    size = 0
+    for path in snapshot:
+        meta = pq.ParquetFile(path).metadata
+        names = [meta.schema.column(i).name for i in range(meta.num_columns)]
+        wanted = [i for i, name in enumerate(names) if name in EVENT_COLUMNS_READ]
+        for g in range(meta.num_row_groups):
+            group = meta.row_group(g)
+            size += sum(group.column(i).total_uncompressed_size for i in wanted) + 64 * group.num_rows
+    slices = max(1, min(MAX_SLICES, math.ceil(size / SLICE_BYTES)))
+    start = datetime.combine(date.fromisoformat(day), datetime.min.time(), tzinfo=UTC)
+    bounds = [f"TIMESTAMPTZ '{start + timedelta(days=1) * k / slices}'" for k in range(slices + 1)]
+    conditions = []
+    for k in range(slices):  # the first and last slices are open: every row is in one slice
+        parts = [f"c.timestamp >= {bounds[k]}"] if k else []
+        parts += [f"c.timestamp < {bounds[k + 1]}"] if k < slices - 1 else []
+        conditions.append(" AND ".join(parts) if k < slices - 1 else f"({parts[0]} OR c.timestamp IS NULL)"
+                          if parts else "TRUE")  # fmt: skip
+    return conditions
 
 
 def _empty_raw() -> str:

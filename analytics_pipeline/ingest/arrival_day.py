@@ -1,9 +1,16 @@
 """The ingest step: one arrival day from the landing folder into ``raw_events``,
 ``quarantined_events`` and ``file_ledger``.
 
-Write-audit-publish: the day's lines are staged, parsed in DuckDB into a staged
-``raw_events`` file and a staged ``quarantined_events`` file, the blocking checks run
-on those staged files, and only when every one passes are both published.
+Write-audit-publish: the day's lines are parsed in DuckDB into a staged ``raw_events``
+file and a staged ``quarantined_events`` file, the blocking checks run on those staged
+files, and only when every one passes are both published.
+
+The lines are parsed once, streamed in bounded batches (memory does not grow with the
+day): DuckDB pulls them from the landing reader as it parses and writes the accepted
+ones straight into the staged ``raw_events`` file, while the lines are also kept in a
+staged Arrow file. Reading ``raw_events``' (file, line) keys back gives the lines it does
+not hold (a few); only those are read again from the Arrow file and parsed once more
+for their reasons, into the staged ``quarantined_events`` file.
 """
 
 from __future__ import annotations
@@ -11,15 +18,18 @@ from __future__ import annotations
 import time
 import uuid
 from collections import Counter
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from analytics_pipeline.ingest.event_schemas import load_event_schemas
-from analytics_pipeline.ingest.landing import LandingRead, LinesWriter, read_landing_day
+from analytics_pipeline.ingest.landing import LINES_SCHEMA, DayLines, LandingRead
 from analytics_pipeline.ingest.parsing import (
     RAW_EVENTS_ORDER,
     SEGMENT_TYPES,
@@ -88,6 +98,7 @@ LEDGER_SCHEMA = pa.schema(
         ("line_count", pa.int64()),
         ("duplicate_of", pa.string()),
         ("problem", pa.string()),
+        ("bom_stripped", pa.int64()),  # 1 when the file opened with a UTF-8 byte-order mark
     ]
 )
 
@@ -109,13 +120,7 @@ def ingest_arrival_day(settings: PipelineSettings, day: str, publish: bool = Tru
     token = uuid.uuid4().hex
     for table in (RAW_EVENTS, QUARANTINED_EVENTS, FILE_LEDGER, "_lines"):
         warehouse.clear_staging(table, day)
-    lines_path = warehouse.staging_file("_lines", day, token)
-    writer = LinesWriter(lines_path)
-    try:
-        landing = read_landing_day(settings.landing_path, day, writer)
-    finally:
-        writer.close()
-
+    lines_path = warehouse.staging_file("_lines", day, token).with_suffix(".arrow")
     rules = ParseRules(
         arrival_day=day,
         late_window_days=settings.late_window_days,
@@ -125,23 +130,41 @@ def ingest_arrival_day(settings: PipelineSettings, day: str, publish: bool = Tru
     raw_staged = warehouse.staging_file(RAW_EVENTS, day, token)
     quarantine_staged = warehouse.staging_file(QUARANTINED_EVENTS, day, token)
     ledger_staged = warehouse.staging_file(FILE_LEDGER, day, token)
-    _write_ledger(landing, day, str(ledger_staged))
+    reading = DayLines(settings.landing_path, day)
+    staged_lines = StagedLines(lines_path)
 
     con = settings.connect()
     try:
-        # The lines are staged in raw_events order: keeping it spares sorting every row.
+        # The lines arrive in raw_events order: keeping it spares sorting every row.
         con.execute("SET preserve_insertion_order = true")
-        con.execute(f"CREATE TEMP VIEW lines AS SELECT * FROM read_parquet('{lines_path}')")
-        con.execute(f"CREATE TEMP TABLE parsed AS {parse_sql('lines', rules)}")
-        con.register("file_problems_arrow", _problems_table(landing))
-        con.execute("CREATE TEMP TABLE file_problems AS SELECT * FROM file_problems_arrow")
-        raw_select = raw_events_select("parsed", day)
-        con.execute(f"COPY ({raw_select}) TO '{raw_staged}' (FORMAT parquet, COMPRESSION zstd)")
-        if _out_of_order(con, raw_staged):  # not expected; sorting gives the same rows
+        raw_select = raw_events_select(f"({parse_sql('day_lines', rules)})", day)
+        with staged_lines:  # every line judged as it is read; the accepted ones written
+            con.register("day_lines", _stream(staged_lines.tee(reading.batches())))
+            con.execute(
+                f"COPY ({raw_select}) TO '{raw_staged}' (FORMAT parquet, COMPRESSION zstd)"
+            ).fetchall()
+            con.unregister("day_lines")
+        landing = reading.result
+        _write_ledger(landing, day, str(ledger_staged))
+        rejected, disorder = staged_lines.not_in(raw_staged)
+        if disorder:  # not expected; sorting gives the same rows
+            con.register("day_lines", _stream(staged_lines.read()))
             con.execute(
                 f"COPY (SELECT * FROM ({raw_select}) ORDER BY {', '.join(RAW_EVENTS_ORDER)}) "
                 f"TO '{raw_staged}' (FORMAT parquet, COMPRESSION zstd)"
-            )
+            ).fetchall()
+            con.unregister("day_lines")
+            rejected, _ = staged_lines.not_in(raw_staged)
+        # The lines raw_events does not hold, parsed again for their reasons. A line the first
+        # parse kept out that passed now would be in neither table: raw_reconciliation fails.
+        con.register("rejected_lines", _stream(staged_lines.read(rejected)))
+        con.execute(
+            f"CREATE TEMP TABLE parsed AS SELECT * FROM ({parse_sql('rejected_lines', rules)}) "
+            "WHERE reason IS NOT NULL"
+        ).fetchall()
+        con.unregister("rejected_lines")
+        con.register("file_problems_arrow", _problems_table(landing))
+        con.execute("CREATE TEMP TABLE file_problems AS SELECT * FROM file_problems_arrow")
         con.execute(
             f"COPY ({quarantine_select('parsed', 'file_problems', day)}) "
             f"TO '{quarantine_staged}' (FORMAT parquet, COMPRESSION zstd)"
@@ -150,12 +173,12 @@ def ingest_arrival_day(settings: PipelineSettings, day: str, publish: bool = Tru
         con.execute(
             f"CREATE TEMP VIEW staged_quarantine AS SELECT * FROM read_parquet('{quarantine_staged}')"
         )
-        counts = _counts(con, landing)
+        counts = _counts(con, landing, reading.lines.count)
         raw_checks = sql_checks.run_all(RAW_EVENTS_CHECKS, con, counts)
         quarantine_checks = sql_checks.run_all(QUARANTINED_EVENTS_CHECKS, con, counts)
     finally:
         con.close()
-    lines_path.unlink(missing_ok=True)
+        lines_path.unlink(missing_ok=True)
 
     result = IngestResult(day, counts, raw_checks, quarantine_checks)
     outcomes = raw_checks + quarantine_checks
@@ -178,19 +201,100 @@ def ingest_arrival_day(settings: PipelineSettings, day: str, publish: bool = Tru
     return result
 
 
-def _out_of_order(con: Any, path: Path) -> int:
-    """Rows of a Parquet file that do not come after the row before them in ``RAW_EVENTS_ORDER``."""
-    path_column, line_column = RAW_EVENTS_ORDER
-    return sql_checks.count(
-        con,
-        f"""SELECT count(*) FROM (
-            SELECT {path_column}, {line_column},
-                   lag({path_column}) OVER (ORDER BY file_row_number) AS previous_path,
-                   lag({line_column}) OVER (ORDER BY file_row_number) AS previous_line
-            FROM read_parquet('{path}', file_row_number = true))
-        WHERE previous_path > {path_column}
-           OR (previous_path = {path_column} AND previous_line >= {line_column})""",
-    )
+def _stream(batches: Iterable[pa.RecordBatch]) -> pa.RecordBatchReader:
+    """Batches as a stream DuckDB pulls from while it works (one batch at a time in memory each)."""
+    return pa.RecordBatchReader.from_batches(LINES_SCHEMA, iter(batches))
+
+
+class StagedLines:
+    """The day's lines kept in an Arrow file (zstd) while DuckDB consumes them, and where each
+    file's lines are in it: every line of a file is there, numbered 1..n, with consecutive row ids."""
+
+    OPTIONS = pa.ipc.IpcWriteOptions(compression="zstd")
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.files: dict[str, list[int]] = {}  # file path -> [first row id, lines], in stream order
+        self.batches: list[tuple[int, int]] = []  # (first row id, rows) of each batch in the file
+        self._writer: Any = None
+
+    def __enter__(self) -> StagedLines:
+        self._writer = pa.ipc.new_file(str(self.path), LINES_SCHEMA, options=self.OPTIONS)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._writer.close()
+
+    def tee(self, batches: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        """Each batch (one file's consecutive lines) on to DuckDB, and into the file."""
+        for batch in batches:
+            self._writer.write_batch(batch)
+            first = batch.column(0)[0].as_py()
+            self.batches.append((first, batch.num_rows))
+            span = self.files.setdefault(batch.column(1)[0].as_py(), [first, 0])
+            span[1] += batch.num_rows
+            yield batch
+
+    def read(self, row_ids: np.ndarray | None = None) -> Iterator[pa.RecordBatch]:
+        """The staged lines again, or only those with these (sorted) row ids."""
+        with pa.OSFile(str(self.path)) as source:  # read, not memory-mapped: each batch is freed after use
+            reader = pa.ipc.open_file(source)
+            for i, (first, rows) in enumerate(self.batches):
+                if row_ids is None:
+                    yield reader.get_batch(i)
+                    continue
+                low, high = np.searchsorted(row_ids, [first, first + rows])
+                if low < high:
+                    yield reader.get_batch(i).take(pa.array(row_ids[low:high] - first))
+
+    def not_in(self, parquet: Path) -> tuple[np.ndarray, int]:
+        """Row ids of the lines whose (file, line) is not in the Parquet file's ``RAW_EVENTS_ORDER``
+        columns, and how many of its rows do not come after the row before them (0 when in order).
+
+        The file is read back batch by batch (two narrow columns); the lines it lacks are the
+        gaps between consecutive line numbers of each file, found vectorized.
+        """
+        names = list(self.files)
+        last = np.zeros(len(names), dtype=np.int64)  # the last line number seen per file
+        missing: list[np.ndarray] = []
+        disorder, previous = 0, (-1, 0)
+        columns = list(RAW_EVENTS_ORDER)
+        for batch in pq.ParquetFile(parquet).iter_batches(batch_size=1 << 16, columns=columns):
+            files = pc.index_in(batch.column(0), value_set=pa.array(names, pa.string()))
+            lines = batch.column(1).to_numpy(zero_copy_only=False)
+            if files.null_count:  # a row of a file that was not read
+                disorder += files.null_count
+                valid = np.asarray(files.is_valid())
+                files, lines = files.filter(files.is_valid()), lines[valid]
+            file_ids = np.asarray(files.to_numpy(zero_copy_only=False), dtype=np.int64)
+            if not len(file_ids):
+                continue
+            # the row before each row: within the batch, else the last row of the previous batch
+            before_file = np.concatenate(([previous[0]], file_ids[:-1]))
+            before_line = np.concatenate(([previous[1]], lines[:-1]))
+            disorder += int(np.count_nonzero(
+                (before_file > file_ids) | ((before_file == file_ids) & (before_line >= lines))
+            ))  # fmt: skip
+            starts = np.flatnonzero(before_file != file_ids)  # first row of each file's run
+            before_line[starts] = last[file_ids[starts]]
+            gaps = np.flatnonzero(lines - before_line > 1)
+            for i in gaps.tolist():
+                f = file_ids[i]
+                missing.append(self._row_ids(names[f], before_line[i] + 1, lines[i]))
+            ends = np.append(starts[1:], len(file_ids)) - 1
+            last[file_ids[ends]] = np.maximum(last[file_ids[ends]], lines[ends])
+            previous = (int(file_ids[-1]), int(lines[-1]))
+        for f, name in enumerate(names):  # the lines after the last one held, per file
+            missing.append(self._row_ids(name, int(last[f]) + 1, self.files[name][1] + 1))
+        rejected = np.unique(np.concatenate(missing)) if missing else np.zeros(0, dtype=np.int64)
+        return rejected, disorder
+
+    def _row_ids(self, name: str, first_line: int, end_line: int) -> np.ndarray:
+        """Row ids of lines first_line .. end_line - 1 of a file."""
+        first_row = self.files[name][0]
+        return np.arange(
+            first_row + first_line - 1, first_row + max(first_line, end_line) - 1, dtype=np.int64
+        )
 
 
 def _write_ledger(landing: LandingRead, day: str, path: str) -> None:
@@ -210,7 +314,7 @@ def _problems_table(landing: LandingRead) -> pa.Table:
     )
 
 
-def _counts(con: Any, landing: LandingRead) -> dict[str, Any]:
+def _counts(con: Any, landing: LandingRead, lines_staged: int) -> dict[str, Any]:
     by_reason = dict(
         con.execute(
             "SELECT reason, count(*) FROM staged_quarantine GROUP BY reason ORDER BY reason"
@@ -224,7 +328,7 @@ def _counts(con: Any, landing: LandingRead) -> dict[str, Any]:
         "files": len(landing.ledger),
         "files_by_status": dict(sorted(file_status.items())),
         "lines_read": landing.lines_read,
-        "lines_staged": sql_checks.count(con, "SELECT count(*) FROM lines"),
+        "lines_staged": lines_staged,
         "raw_events": sql_checks.count(con, "SELECT count(*) FROM staged_raw"),
         "quarantined_lines": quarantined_lines,
         "quarantined_files": sql_checks.count(
@@ -232,6 +336,7 @@ def _counts(con: Any, landing: LandingRead) -> dict[str, Any]:
         ),
         "quarantined_by_reason": {str(k): int(v) for k, v in by_reason.items()},
         "too_late": int(by_reason.get("too_late", 0)),
+        "boms_stripped": sum(e.bom_stripped for e in landing.ledger),
         "duplicate_file_lines": sum(e.line_count for e in landing.ledger if e.status == "duplicate_file"),
         "unregistered_events": sql_checks.count(
             con, "SELECT count(*) FROM staged_raw WHERE schema_version IS NULL"

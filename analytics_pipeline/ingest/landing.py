@@ -1,17 +1,19 @@
 """The landing folder: find a day's files, keep a ledger of them, read their lines.
 
-Reading is plain Python streaming in bounded batches (backpressure: memory does not
-grow with the file), because the hard cases, non-UTF-8 bytes, lines over 1 MiB and
-truncated gzip streams, must become counted quarantine rows instead of crashes.
-Files are read in blocks of many lines, decoded and handed to Arrow at once; a line
-that is not plain (over-long, not UTF-8, last without a newline) is read on its own
-by the same rules as before. Parsing the JSON itself happens vectorized in DuckDB
-(see ``parsing.py``).
+Reading is Python streaming in bounded batches (backpressure: memory does not grow
+with the file or the day), because the hard cases, non-UTF-8 bytes, lines over 1 MiB
+and truncated gzip streams, must become counted quarantine rows instead of crashes.
+Files are read in blocks of many lines; a block of plain lines (each ends with a
+newline, is at most 1 MiB and the block is valid UTF-8) becomes one Arrow batch with
+vectorized (numpy) work and no Python object per line. A line that is not plain
+(over-long, not UTF-8, last without a newline) is read on its own by the same rules.
+:class:`DayLines` yields the day's lines as Arrow record batches, in file order, for
+DuckDB to consume as a stream; parsing the JSON happens vectorized in DuckDB (see
+``parsing.py``).
 """
 
 from __future__ import annotations
 
-import array
 import contextlib
 import gzip
 import hashlib
@@ -21,20 +23,18 @@ import zlib
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import date, datetime
-from itertools import accumulate
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 MAX_LINE_BYTES = 1 << 20  # 1 MiB: longer lines are quarantined as line_too_long
 KEPT_PREFIX_BYTES = 64 << 10  # how much of an over-long line the quarantine keeps
-BATCH_LINES = 50_000
-# Row groups of the staged lines file: DuckDB's order-preserving insert and copy work
-# batch by batch (a row group each), and small batches keep them from spilling.
-LINES_ROW_GROUP = 10_000
-READ_BLOCK_BYTES = 4 << 20  # a landing file is read this much at a time (many lines)
+BATCH_LINES = 10_000  # lines read one by one (odd lines, Parquet rows) are handed on in batches of this many
+READ_BLOCK_BYTES = 4 << 20  # a landing file is read this much at a time (many lines: one Arrow batch)
+UTF8_BOM = b"\xef\xbb\xbf"
 JSON_SUFFIXES = (".jsonl", ".ndjson", ".json")
 PARQUET_SUFFIX = ".parquet"
 
@@ -49,6 +49,7 @@ REQUIRED_PARQUET_FIELDS = {"messageId", "type", "receivedAt"}
 
 LINES_SCHEMA = pa.schema(
     [
+        ("row_id", pa.int64()),  # the line's position in the day's stream of lines, from 0
         ("file_path", pa.string()),
         ("line_number", pa.int64()),
         ("raw_text", pa.string()),
@@ -74,6 +75,7 @@ class LedgerEntry:
     line_count: int = 0  # lines (or Parquet rows) read from it
     duplicate_of: str | None = None
     problem: str | None = None
+    bom_stripped: int = 0  # 1 when a UTF-8 byte-order mark opened the file (stripped, not a bad line)
 
 
 @dataclass
@@ -148,19 +150,18 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-class LinesWriter:
-    """Streams lines into a Parquet file in bounded batches.
+class LineBatches:
+    """Collects a day's lines, in order, into Arrow record batches of ``LINES_SCHEMA``.
 
-    The file is a transient staging file read once by DuckDB, so it favours speed
-    (snappy) over size.
+    Lines read one at a time (``add``) are buffered and handed on every ``BATCH_LINES``;
+    a block of plain lines (``add_block``) becomes one batch at once. Finished batches
+    wait in ``ready`` until the reader takes them, so memory holds about one block.
     """
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._writer = pq.ParquetWriter(path, LINES_SCHEMA, compression="snappy")
-        self._rows: dict[str, list[Any]] = {name: [] for name in LINES_SCHEMA.names}
-        self._batches: list[pa.RecordBatch] = []  # before the rows above, in line order
-        self._pending = 0
+    def __init__(self) -> None:
+        self._rows: dict[str, list[Any]] = {name: [] for name in LINES_SCHEMA.names[1:]}
+        self.ready: list[pa.RecordBatch] = []
+        self.count = 0  # lines handed on so far (the next row_id)
 
     def add(
         self, file_path: str, line_number: int, raw_text: str,
@@ -172,16 +173,42 @@ class LinesWriter:
         rows["raw_text"].append(raw_text)
         rows["pre_reason"].append(pre_reason)
         rows["pre_message"].append(pre_message)
-        self._pending += 1
-        if self._pending >= BATCH_LINES:
+        if len(rows["line_number"]) >= BATCH_LINES:
             self.flush()
 
-    def add_plain(self, file_path: str, first_line_number: int, lines: list[bytes], blank: list[int]) -> None:
-        """Consecutive lines of one file (valid UTF-8, line endings removed), the ones at
-        the ``blank`` indexes blank: Arrow arrays straight from the bytes, no object per line."""
-        count = len(lines)
-        offsets = array.array("i", accumulate(map(len, lines), initial=0))
-        text = pa.StringArray.from_buffers(count, pa.py_buffer(offsets), pa.py_buffer(b"".join(lines)))
+    def add_block(self, file_path: str, first_line_number: int, data: bytes) -> int:
+        """Plain lines, each ending with a newline (valid UTF-8, none over the limit), as one batch.
+
+        The same rules as ``_add_one``, vectorized: one ``\r`` before the newline is
+        dropped, and a line that is empty or all ``str.isspace`` is a blank line.
+        Returns the number of lines.
+        """
+        self.flush()
+        arr = np.frombuffer(data, dtype=np.uint8)
+        ends = np.flatnonzero(arr == 10)  # one newline per line, the last byte is one
+        count = len(ends)
+        starts = np.empty(count, dtype=np.int64)
+        starts[0] = 0
+        starts[1:] = ends[:-1] + 1
+        if b"\r" in data:
+            cr = (ends > starts) & (arr[ends - 1] == 13)
+            text_ends = ends - cr
+            keep = np.ones(len(arr), dtype=bool)
+            keep[ends] = False
+            keep[text_ends[cr]] = False
+            text = pa.py_buffer(arr[keep])
+        else:
+            text_ends = ends
+            text = pa.py_buffer(data.replace(b"\n", b""))
+        lengths = text_ends - starts
+        offsets = np.zeros(count + 1, dtype=np.int32)
+        np.cumsum(lengths, out=offsets[1:])
+        # blank as in ``_add_one``: ``not text.strip()``, i.e. empty or all str.isspace
+        candidates = np.flatnonzero(_MAYBE_SPACE_TABLE[arr[starts]])
+        blank = [
+            int(i) for i in candidates
+            if lengths[i] == 0 or data[starts[i] : text_ends[i]].decode("utf-8").isspace()
+        ]  # fmt: skip
         if blank:
             reasons: list[str | None] = [None] * count
             messages: list[str | None] = [None] * count
@@ -190,36 +217,34 @@ class LinesWriter:
             pre_reason, pre_message = pa.array(reasons, pa.string()), pa.array(messages, pa.string())
         else:
             pre_reason = pre_message = pa.nulls(count, pa.string())
-        numbers = pa.array(range(first_line_number, first_line_number + count), pa.int64())
-        self._rows_to_batch()
-        self._batches.append(pa.record_batch(
-            [pa.array([file_path] * count, pa.string()), numbers, text, pre_reason, pre_message],
-            schema=LINES_SCHEMA,
-        ))  # fmt: skip
-        self._pending += count
-        if self._pending >= BATCH_LINES:
-            self.flush()
+        numbers = np.arange(first_line_number, first_line_number + count, dtype=np.int64)
+        self._emit([
+            pa.repeat(pa.scalar(file_path, pa.string()), count), pa.array(numbers),
+            pa.StringArray.from_buffers(count, pa.py_buffer(offsets), text), pre_reason, pre_message,
+        ])  # fmt: skip
+        return count
 
-    def _rows_to_batch(self) -> None:
-        if self._rows["line_number"]:
-            self._batches.append(pa.RecordBatch.from_pydict(self._rows, schema=LINES_SCHEMA))
-            self._rows = {name: [] for name in LINES_SCHEMA.names}
+    def _emit(self, columns: list[pa.Array]) -> None:
+        count = len(columns[0])
+        row_ids = pa.array(np.arange(self.count, self.count + count, dtype=np.int64))
+        self.ready.append(pa.record_batch([row_ids, *columns], schema=LINES_SCHEMA))
+        self.count += count
 
     def flush(self) -> None:
-        self._rows_to_batch()
-        if self._batches:
-            table = pa.Table.from_batches(self._batches, schema=LINES_SCHEMA)
-            self._writer.write_table(table, row_group_size=LINES_ROW_GROUP)
-            self._batches, self._pending = [], 0
+        """Hand on the lines added one at a time."""
+        if self._rows["line_number"]:
+            batch = pa.RecordBatch.from_pydict(self._rows, schema=pa.schema(list(LINES_SCHEMA)[1:]))
+            self._emit(batch.columns)
+            self._rows = {name: [] for name in LINES_SCHEMA.names[1:]}
 
-    def close(self) -> None:
-        self.flush()
-        self._writer.close()
+    def take(self) -> list[pa.RecordBatch]:
+        ready, self.ready = self.ready, []
+        return ready
 
 
 # A line that ``str.isspace`` finds blank starts with one of these bytes: an ASCII
 # whitespace character or the lead byte of any non-ASCII one.
-_MAYBE_SPACE = frozenset(bytes([b]) for b in range(256) if b >= 0x80 or chr(b).isspace())
+_MAYBE_SPACE_TABLE = np.array([b >= 0x80 or chr(b).isspace() for b in range(256)], dtype=bool)
 
 
 def _read_bounded_line(handle: Any) -> tuple[bytes, int] | None:
@@ -311,17 +336,25 @@ class _LineCount:
     """How far a reader got, readable after an exception interrupts it."""
 
     value: int = 0
+    bom_stripped: int = 0
 
 
-def _add_lines(handle: Any, rel: str, writer: LinesWriter, progress: _LineCount) -> None:
+def _add_lines(handle: Any, rel: str, writer: LineBatches, progress: _LineCount) -> Iterator[pa.RecordBatch]:
     """Read a file of lines in blocks; a line that is not plain takes ``_read_bounded_line``.
 
     Plain: ends with a newline and is at most ``MAX_LINE_BYTES`` long, which is nearly
     every line. An over-long line and a last line without a newline are read exactly
-    as before, line by line.
+    as before, line by line. Yields the batches finished so far after every block.
     """
     reader = _BlockReader(handle)
+    first = True
     while block := reader.read_block(READ_BLOCK_BYTES):
+        if first:  # editors and Windows exports open a file with a BOM; JSON readers skip it
+            first = False
+            if block.startswith(UTF8_BOM):
+                block, progress.bom_stripped = block[len(UTF8_BOM) :], 1
+                if not block:
+                    continue
         end = block.rfind(b"\n") + 1  # the complete lines
         used = end if _none_too_long(block, end) else _plain_prefix(block, end)
         if used:
@@ -332,6 +365,7 @@ def _add_lines(handle: Any, rel: str, writer: LinesWriter, progress: _LineCount)
             if item is not None:
                 progress.value += 1
                 _add_one(item[0], item[1], rel, progress.value, writer)
+        yield from writer.take()
 
 
 def _none_too_long(block: bytes, end: int) -> bool:
@@ -355,7 +389,7 @@ def _plain_prefix(block: bytes, end: int) -> int:
     return start
 
 
-def _add_plain(data: bytes, rel: str, writer: LinesWriter, progress: _LineCount) -> None:
+def _add_plain(data: bytes, rel: str, writer: LineBatches, progress: _LineCount) -> None:
     """Plain lines, each with its newline: the ``_add_one`` rules, many lines at once."""
     while data:
         if not data.isascii():
@@ -372,18 +406,7 @@ def _add_plain(data: bytes, rel: str, writer: LinesWriter, progress: _LineCount)
                 _add_one(raw, len(raw), rel, progress.value, writer)
                 data = data[bad_end + 1 :]
                 continue
-        lines = data.split(b"\n")
-        lines.pop()  # after the last newline
-        if b"\r" in data:
-            lines = [line[:-1] if line.endswith(b"\r") else line for line in lines]
-        # blank as in ``_add_one``: ``not text.strip()``, i.e. empty or all str.isspace
-        blank = [
-            i for i, line in enumerate(lines)
-            if not line or (line[:1] in _MAYBE_SPACE and line.decode("utf-8").isspace())
-        ]  # fmt: skip
-        first = progress.value + 1
-        progress.value += len(lines)
-        writer.add_plain(rel, first, lines, blank)
+        progress.value += writer.add_block(rel, progress.value + 1, data)
         return
 
 
@@ -413,10 +436,15 @@ def _parquet_mismatch(schema: pa.Schema) -> str | None:
     return "; ".join(problems) or None
 
 
-def _add_parquet_rows(path: Path, rel: str, writer: LinesWriter, progress: _LineCount) -> str | None:
-    """Parquet rows become JSON lines so one parser and one set of rules serves both."""
+def _add_parquet_rows(
+    path: Path, rel: str, writer: LineBatches, progress: _LineCount, entry: LedgerEntry
+) -> Iterator[pa.RecordBatch]:
+    """Parquet rows become JSON lines so one parser and one set of rules serves both.
+
+    The contract mismatch (or None) is the ledger entry's problem."""
     parquet = pq.ParquetFile(path)
     mismatch = _parquet_mismatch(parquet.schema_arrow)
+    entry.problem = mismatch
     json_columns = {"properties", "traits", "context", "integrations"}
     for batch in parquet.iter_batches(batch_size=BATCH_LINES):
         for row in batch.to_pylist():
@@ -435,87 +463,102 @@ def _add_parquet_rows(path: Path, rel: str, writer: LinesWriter, progress: _Line
                            f"Parquet file does not follow the message contract: {mismatch}")  # fmt: skip
             else:
                 writer.add(rel, count, text)
-    return mismatch
+        yield from writer.take()
 
 
-def read_landing_day(landing_root: Path, day: str, writer: LinesWriter) -> LandingRead:
-    """Read one arrival day into ``writer`` and return the ledger of what was seen.
+class DayLines:
+    """One arrival day's landing files: the ledger of what was seen, and the lines as batches.
 
-    The ledger lists files in the order they were found; their lines are written
-    ordered by (file path, line number), the order of the published rows, so the
-    parsed lines need no sort (``ingestion`` checks the order it gets).
+    ``batches()`` first lists the day's files (path checks, content hashes, re-delivered
+    and empty files) into ``result``, then yields the lines of the files to read as Arrow
+    record batches of ``LINES_SCHEMA``, ordered by (file path, line number), the order of
+    the published rows, so the parsed lines need no sort (``arrival_day`` checks the order
+    it gets). ``result`` is complete once the batches are exhausted.
     """
-    result = LandingRead()
-    seen_hashes: dict[str, str] = {}
-    to_read: list[tuple[str, Path, LedgerEntry]] = []
-    root = landing_root.resolve()
-    for path in discover_files(landing_root, day):
-        rel = os.path.relpath(path, landing_root)
-        try:
-            real = resolve_inside(landing_root, path)
-        except UnsafePathError as exc:
-            result.ledger.append(LedgerEntry(rel, 0, "", file_format(path), "refused", problem=str(exc)))
-            result.problems.append(FileProblem(rel, "path_outside_landing", str(exc)))
-            continue
-        if real.is_dir():  # a symlinked folder inside landing: its files are listed, not read
-            for inner in sorted(p for p in real.rglob("*") if p.is_file()):
-                result.problems.append(FileProblem(
-                    os.path.relpath(inner, root), "unsupported_file",
-                    "file inside a symlinked folder; place files in the day folder itself"))  # fmt: skip
-            continue
-        fmt = file_format(path)
-        size = real.stat().st_size
-        digest = _sha256(real)
-        entry = LedgerEntry(rel, size, digest, fmt, "loaded")
-        result.ledger.append(entry)
-        if fmt == "unknown":
-            entry.status = "ignored"
-            entry.problem = "not a *.jsonl, *.ndjson, *.json, *.gz of those, or *.parquet file"
-            result.problems.append(FileProblem(rel, "unsupported_file", entry.problem))
-            continue
-        if digest in seen_hashes:
-            entry.status, entry.duplicate_of = "duplicate_file", seen_hashes[digest]
-            entry.line_count = _count_lines(real, fmt)
+
+    def __init__(self, landing_root: Path, day: str) -> None:
+        self.landing_root, self.day = landing_root, day
+        self.result = LandingRead()
+        self.lines = LineBatches()
+
+    def batches(self) -> Iterator[pa.RecordBatch]:
+        result, writer = self.result, self.lines
+        for rel, real, entry in self._files_to_read():
+            fmt = entry.format
+            progress = _LineCount()
+            try:
+                if fmt == "parquet":
+                    yield from _add_parquet_rows(real, rel, writer, progress, entry)
+                elif fmt == "jsonl.gz":
+                    yield from _add_gzip_lines(real, rel, writer, entry, result, progress)
+                else:
+                    with real.open("rb", buffering=READ_BLOCK_BYTES) as handle:
+                        yield from _add_lines(handle, rel, writer, progress)
+            except (OSError, pa.ArrowException, ValueError) as exc:
+                entry.status = "unreadable"
+                entry.problem = f"{type(exc).__name__}: {exc} (after {progress.value} lines)"
+                result.problems.append(FileProblem(rel, "unreadable_file", entry.problem))
+            writer.flush()
+            yield from writer.take()
+            entry.line_count, entry.bom_stripped = progress.value, progress.bom_stripped
             result.lines_read += entry.line_count
-            continue
-        seen_hashes[digest] = rel
-        if size == 0:
-            entry.status, entry.problem = "empty", "the file is empty"
-            result.problems.append(FileProblem(rel, "empty_file", "the file is empty (0 bytes)"))
-            continue
-        to_read.append((rel, real, entry))
-    for rel, real, entry in sorted(to_read, key=lambda item: item[0]):  # str order is byte order
-        fmt = entry.format
-        progress = _LineCount()
-        try:
-            if fmt == "parquet":
-                entry.problem = _add_parquet_rows(real, rel, writer, progress)
-            elif fmt == "jsonl.gz":
-                _add_gzip_lines(real, rel, writer, entry, result, progress)
-            else:
-                with real.open("rb", buffering=READ_BLOCK_BYTES) as handle:
-                    _add_lines(handle, rel, writer, progress)
-        except (OSError, pa.ArrowException, ValueError) as exc:
-            entry.status = "unreadable"
-            entry.problem = f"{type(exc).__name__}: {exc} (after {progress.value} lines)"
-            result.problems.append(FileProblem(rel, "unreadable_file", entry.problem))
-        entry.line_count = progress.value
-        result.lines_read += entry.line_count
-    return result
+
+    def _files_to_read(self) -> list[tuple[str, Path, LedgerEntry]]:
+        """Ledger every file of the day; the ones whose lines are read, in path order."""
+        landing_root, result = self.landing_root, self.result
+        seen_hashes: dict[str, str] = {}
+        to_read: list[tuple[str, Path, LedgerEntry]] = []
+        root = landing_root.resolve()
+        for path in discover_files(landing_root, self.day):
+            rel = os.path.relpath(path, landing_root)
+            try:
+                real = resolve_inside(landing_root, path)
+            except UnsafePathError as exc:
+                result.ledger.append(LedgerEntry(rel, 0, "", file_format(path), "refused", problem=str(exc)))
+                result.problems.append(FileProblem(rel, "path_outside_landing", str(exc)))
+                continue
+            if real.is_dir():  # a symlinked folder inside landing: its files are listed, not read
+                for inner in sorted(p for p in real.rglob("*") if p.is_file()):
+                    result.problems.append(FileProblem(
+                        os.path.relpath(inner, root), "unsupported_file",
+                        "file inside a symlinked folder; place files in the day folder itself"))  # fmt: skip
+                continue
+            fmt = file_format(path)
+            size = real.stat().st_size
+            digest = _sha256(real)
+            entry = LedgerEntry(rel, size, digest, fmt, "loaded")
+            result.ledger.append(entry)
+            if fmt == "unknown":
+                entry.status = "ignored"
+                entry.problem = "not a *.jsonl, *.ndjson, *.json, *.gz of those, or *.parquet file"
+                result.problems.append(FileProblem(rel, "unsupported_file", entry.problem))
+                continue
+            if digest in seen_hashes:
+                entry.status, entry.duplicate_of = "duplicate_file", seen_hashes[digest]
+                entry.line_count = _count_lines(real, fmt)
+                result.lines_read += entry.line_count
+                continue
+            seen_hashes[digest] = rel
+            if size == 0:
+                entry.status, entry.problem = "empty", "the file is empty"
+                result.problems.append(FileProblem(rel, "empty_file", "the file is empty (0 bytes)"))
+                continue
+            to_read.append((rel, real, entry))
+        return sorted(to_read, key=lambda item: item[0])  # str order is byte order
 
 
 def _add_gzip_lines(
     real: Path,
     rel: str,
-    writer: LinesWriter,
+    writer: LineBatches,
     entry: LedgerEntry,
     result: LandingRead,
     progress: _LineCount,
-) -> None:
+) -> Iterator[pa.RecordBatch]:
     """Keep every line before a corrupt point; the rest is counted as one file problem."""
     try:
         with gzip.open(real, "rb") as handle:
-            _add_lines(handle, rel, writer, progress)
+            yield from _add_lines(handle, rel, writer, progress)
     except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
         entry.status = "partial"
         entry.problem = (
@@ -525,7 +568,7 @@ def _add_gzip_lines(
         result.problems.append(FileProblem(rel, "corrupt_gzip", entry.problem))
 
 
-def _add_one(raw: bytes, length: int, rel: str, number: int, writer: LinesWriter) -> None:
+def _add_one(raw: bytes, length: int, rel: str, number: int, writer: LineBatches) -> None:
     if length > MAX_LINE_BYTES:
         writer.add(rel, number, raw.decode("utf-8", errors="backslashreplace"), "line_too_long",
                    f"line is {length} bytes, over the 1 MiB limit; first 64 KiB kept")  # fmt: skip

@@ -21,7 +21,7 @@ from analytics_pipeline.warehouse.tables import EVENT_TYPES as SEGMENT_TYPES
 # Reason codes, in the order the rules are applied. Documented in the README.
 LINE_REASONS = (
     "invalid_utf8", "line_too_long", "blank_line", "parquet_schema_mismatch",
-    "truncated_line", "invalid_json", "not_an_object", "missing_message_id",
+    "truncated_line", "invalid_json", "not_an_object", "duplicate_key", "missing_message_id",
     "missing_received_at", "wrong_field_type", "missing_identity", "unknown_type",
     "missing_event_name", "invalid_timestamp", "too_late", "future_timestamp",
     "schema_violation", "unregistered_event",
@@ -140,15 +140,20 @@ def _ts_ok(expr: str) -> str:
 # What ``parse_sql`` returns per line: the columns of both outputs, ``reason`` and what
 # the quarantine needs to decide whether a messageId was readable.
 PARSED_COLUMNS = (
-    "file_path", "line_number", "raw_text", "is_json", "doc_type", "reason", "message",
+    "row_id", "file_path", "line_number", "raw_text", "is_json", "doc_type", "reason", "message",
     "message_id", "type", "event", "user_id", "anonymous_id", "event_ts", "original_timestamp",
     "sent_at", "received_at", "event_date", "properties", "traits", "context", "schema_version",
     "content_hash",
 )  # fmt: skip
 
 
-def parse_sql(lines_relation: str, rules: ParseRules) -> str:
-    """One SELECT over the staged lines giving ``PARSED_COLUMNS``: every column of both outputs plus ``reason``."""
+def parse_sql(lines_relation: str, rules: ParseRules, accepted: bool = False) -> str:
+    """One SELECT over the lines giving ``PARSED_COLUMNS``: every column of both outputs plus ``reason``.
+
+    ``accepted=True`` is for lines already known to pass every rule (an earlier pass over
+    the same lines gave them no reason): the verdict is not computed again (``reason`` is
+    NULL), so only what the ``raw_events`` columns need is evaluated.
+    """
     violation = compile_violation_sql(rules.schemas) if rules.schemas else "NULL"
     version = compile_version_sql(rules.schemas) if rules.schemas else "NULL"
     unregistered = "TRUE" if rules.quarantine_unregistered else "FALSE"
@@ -175,16 +180,23 @@ def parse_sql(lines_relation: str, rules: ParseRules) -> str:
         ]
     )
     accepted_types = ", ".join(f"'{t}'" for t in SEGMENT_TYPES)
+    is_json = (
+        "TRUE" if accepted
+        else f"pre_reason IS NULL AND json_valid(raw_text) AND NOT {_lenient_only_json('raw_text')}"
+    )  # fmt: skip
+    reason = "CAST(NULL AS VARCHAR)" if accepted else _reason_sql(unregistered, arrival, late, accepted_types)
+    # json_keys lists every top-level key, repeats included (the other JSON functions take the first)
+    top_keys = "CAST(NULL AS VARCHAR[])" if accepted else "CASE WHEN is_json THEN json_keys(raw_text) END"
     return f"""
 WITH src AS (
-    SELECT file_path, line_number, raw_text, pre_reason, pre_message,
-           pre_reason IS NULL AND json_valid(raw_text) AND NOT {_lenient_only_json("raw_text")} AS is_json
+    SELECT row_id, file_path, line_number, raw_text, pre_reason, pre_message, {is_json} AS is_json
     FROM {lines_relation}
 ), extracted AS (  -- only valid JSON is parsed: the JSON functions reject anything else
     SELECT *,
         CASE WHEN is_json THEN json_type(raw_text, {_paths(_TYPED_FIELDS, with_root=True)}) END AS jtypes,
         CASE WHEN is_json THEN json_extract_string(raw_text, {_paths(_TEXT_FIELDS)}) END AS texts,
-        CASE WHEN is_json THEN json_extract(raw_text, {_paths(_JSON_FIELDS)}) END AS jsons
+        CASE WHEN is_json THEN json_extract(raw_text, {_paths(_JSON_FIELDS)}) END AS jsons,
+        {top_keys} AS top_keys
     FROM src
 ), top_level AS (
     SELECT *,
@@ -238,26 +250,7 @@ WITH src AS (
         {version} AS schema_version
     FROM timed
 ), verdicts AS (
-    SELECT *,
-        CASE
-            WHEN pre_reason IS NOT NULL THEN pre_reason
-            WHEN NOT is_json THEN CASE
-                WHEN ltrim(raw_text) LIKE '{{%' AND rtrim(raw_text) NOT LIKE '%}}' THEN 'truncated_line'
-                ELSE 'invalid_json' END
-            WHEN doc_type <> 'OBJECT' THEN 'not_an_object'
-            WHEN NOT {_present("messageId")} OR (messageId_jtype = 'VARCHAR' AND message_id IS NULL)
-                THEN 'missing_message_id'
-            WHEN NOT {_present("receivedAt")} THEN 'missing_received_at'
-            WHEN type_problem IS NOT NULL THEN 'wrong_field_type'
-            WHEN user_id IS NULL AND anonymous_id IS NULL THEN 'missing_identity'
-            WHEN type IS NULL OR type NOT IN ({accepted_types}) THEN 'unknown_type'
-            WHEN type = 'track' AND event IS NULL THEN 'missing_event_name'
-            WHEN bad_time_field IS NOT NULL OR NOT {_ts_ok("event_ts")} THEN 'invalid_timestamp'
-            WHEN event_date < {arrival} - INTERVAL {late} DAY THEN 'too_late'
-            WHEN event_date > {arrival} THEN 'future_timestamp'
-            WHEN schema_problem IS NOT NULL THEN 'schema_violation'
-            WHEN {unregistered} AND schema_version IS NULL THEN 'unregistered_event'
-        END AS reason
+    SELECT *, {reason} AS reason
     FROM judged
 ), described AS (
     SELECT *,
@@ -265,6 +258,9 @@ WITH src AS (
             WHEN 'truncated_line' THEN 'line ends before its JSON object closes'
             WHEN 'invalid_json' THEN 'not valid JSON'
             WHEN 'not_an_object' THEN 'JSON value is ' || lower(doc_type) || ', expected an object'
+            WHEN 'duplicate_key' THEN 'top-level key "'
+                || list_filter(top_keys, lambda k, i: list_position(top_keys, k) < i)[1]
+                || '" appears more than once (readers disagree on which value counts)'
             WHEN 'missing_message_id' THEN 'messageId is missing or empty'
             WHEN 'missing_received_at' THEN 'receivedAt is missing'
             WHEN 'wrong_field_type' THEN type_problem
@@ -288,6 +284,31 @@ WITH src AS (
 SELECT {", ".join(PARSED_COLUMNS)}
 FROM described
 """
+
+
+def _reason_sql(unregistered: str, arrival: str, late: int, accepted_types: str) -> str:
+    """The first rule a line breaks (a reason code), NULL when it breaks none."""
+    return f"""
+        CASE
+            WHEN pre_reason IS NOT NULL THEN pre_reason
+            WHEN NOT is_json THEN CASE
+                WHEN ltrim(raw_text) LIKE '{{%' AND rtrim(raw_text) NOT LIKE '%}}' THEN 'truncated_line'
+                ELSE 'invalid_json' END
+            WHEN doc_type <> 'OBJECT' THEN 'not_an_object'
+            WHEN len(top_keys) <> list_unique(top_keys) THEN 'duplicate_key'
+            WHEN NOT {_present("messageId")} OR (messageId_jtype = 'VARCHAR' AND message_id IS NULL)
+                THEN 'missing_message_id'
+            WHEN NOT {_present("receivedAt")} THEN 'missing_received_at'
+            WHEN type_problem IS NOT NULL THEN 'wrong_field_type'
+            WHEN user_id IS NULL AND anonymous_id IS NULL THEN 'missing_identity'
+            WHEN type IS NULL OR type NOT IN ({accepted_types}) THEN 'unknown_type'
+            WHEN type = 'track' AND event IS NULL THEN 'missing_event_name'
+            WHEN bad_time_field IS NOT NULL OR NOT {_ts_ok("event_ts")} THEN 'invalid_timestamp'
+            WHEN event_date < {arrival} - INTERVAL {late} DAY THEN 'too_late'
+            WHEN event_date > {arrival} THEN 'future_timestamp'
+            WHEN schema_problem IS NOT NULL THEN 'schema_violation'
+            WHEN {unregistered} AND schema_version IS NULL THEN 'unregistered_event'
+        END"""
 
 
 # The order of raw_events rows (file order), so that the output bytes are deterministic.

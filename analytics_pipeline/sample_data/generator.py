@@ -23,15 +23,29 @@ Counting rules (what ``GeneratedSummary`` means):
   already delivered in the first folder and is cut on a line boundary: the first
   ``corrupt_gzip_readable_lines`` lines decompress, then the stream ends. Those
   copies are *not* in ``duplicates_planted`` nor ``lines_written``.
+
+Two options for benchmark-sized days, neither of which changes the default output:
+
+* ``sdk_payloads=True`` gives every person the context and top-level fields a real
+  library sends (analytics.js: userAgentData, screen, timezone, campaign, ``_metadata``;
+  the mobile libraries: app, device, os, network, screen), about 1.1 KB a line instead
+  of 0.65 KB. Those values come from a second random stream, so the events themselves
+  (ids, people, times, faults) are the same as without the option.
+* ``spool_dir`` keeps the lines waiting for their arrival folder in files there instead of
+  in memory (an index of 16 bytes a line stays in memory), so a 10M-event day needs about
+  0.5 GB instead of tens of GB. The files written are byte-identical.
 """
 
 from __future__ import annotations
 
 import gzip
 import io
+import itertools
 import json
+import mmap
 import random
 import zlib
+from array import array
 from dataclasses import dataclass
 from datetime import date
 from functools import cache
@@ -44,8 +58,9 @@ MAX_SESSIONS_PER_DAY = 12  # keeps > 30 min between one person's sessions
 MALFORMED_REASONS = (
     "invalid_json", "truncated_line", "invalid_utf8", "not_an_object", "missing_message_id",
     "missing_received_at", "missing_identity", "unknown_type", "invalid_timestamp",
-    "wrong_field_type", "line_too_long", "schema_violation",
+    "wrong_field_type", "line_too_long", "schema_violation", "duplicate_key",
 )  # fmt: skip
+BOM = b"\xef\xbb\xbf"  # planted at the start of the first folder's first file (stripped, counted)
 FILE_REASONS = ("empty_file", "corrupt_gzip")
 
 _EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
@@ -95,6 +110,7 @@ class GeneratedSummary:
     late_planted: int
     malformed_planted: dict[str, int]  # reason code -> count, only codes that occur
     corrupt_gzip_readable_lines: int = 0  # complete lines before the truncated gzip breaks
+    boms_planted: int = 0  # files opened with a UTF-8 byte-order mark (not a fault: it is stripped)
 
 
 @cache
@@ -154,25 +170,134 @@ def _altered(typ: str, name: str, body: dict[str, Any]) -> dict[str, Any]:
     return new
 
 
+# What real libraries send besides the fields the pipeline reads (``sdk_payloads=True``).
+_TIMEZONES = ("Europe/Berlin", "America/New_York", "Asia/Kolkata", "Asia/Tokyo", "Europe/London",
+              "America/Los_Angeles")  # fmt: skip
+_CAMPAIGNS = (("spring_sale", "google", "cpc", "running shoes"), ("newsletter_42", "email", "email", ""),
+              ("retargeting", "facebook", "paid_social", "sneakers"))  # fmt: skip
+_CARRIERS = ("Vodafone", "T-Mobile", "AT&T", "Orange", "")
+_WEB_SCREENS = ((1920, 1080, 1), (2560, 1440, 1), (1440, 900, 2), (1366, 768, 1))
+_PHONES = {
+    "analytics-ios": ("Apple", ("iPhone15,2", "iPhone14,5", "iPhone16,1"), "ios", "iOS", "17.2", (390, 844, 3)),
+    "analytics-android": ("Google", ("Pixel 8", "Pixel 7a", "SM-S911B"), "android", "Android", "14",
+                          (412, 915, 2.625)),
+}  # fmt: skip
+
+
+def _sdk_fields(rng: random.Random, library: str, agent: str, anon: str) -> tuple[dict[str, Any], str]:
+    """A person's extra context fields and the extra top-level fields (pre-encoded JSON members)."""
+
+    def uid() -> str:
+        h = f"{(rng.getrandbits(128) & _UUID_KEEP) | _UUID_SET:032x}"
+        return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+    extra: dict[str, Any] = {}
+    if library in _PHONES:
+        maker, models, kind, os_name, os_version, (width, height, density) = _PHONES[library]
+        model = rng.choice(models)
+        extra["app"] = {"name": "Shop", "version": "3.2.0", "build": "320", "namespace": "com.example.shop"}
+        extra["device"] = {"id": uid(), "manufacturer": maker, "model": model, "name": model.split(",")[0],
+                           "type": kind, "adTrackingEnabled": False}  # fmt: skip
+        extra["os"] = {"name": os_name, "version": os_version}
+        wifi = rng.random() < 0.6
+        extra["network"] = {"wifi": wifi, "cellular": not wifi, "bluetooth": False,
+                            "carrier": rng.choice(_CARRIERS)}  # fmt: skip
+        extra["screen"] = {"width": width, "height": height, "density": density}
+        extra["traits"] = {"anonymousId": anon}
+        channel = "mobile"
+    else:
+        chrome = "Chrome" in agent
+        width, height, density = rng.choice(_WEB_SCREENS)
+        extra["userAgentData"] = {
+            "brands": [{"brand": "Not_A Brand", "version": "8"}, {"brand": "Chromium", "version": "120"},
+                       {"brand": "Google Chrome", "version": "120"}] if chrome else [],
+            "mobile": False, "platform": "Windows" if "Windows" in agent else "Linux",
+        }  # fmt: skip
+        extra["screen"] = {"width": width, "height": height, "density": density,
+                           "innerWidth": width - 17, "innerHeight": height - 111}  # fmt: skip
+        if rng.random() < 0.3:
+            name, source, medium, term = rng.choice(_CAMPAIGNS)
+            extra["campaign"] = {"name": name, "source": source, "medium": medium, "term": term,
+                                 "content": f"variant_{rng.choice('abc')}"}  # fmt: skip
+        channel = "client"
+    extra["timezone"] = rng.choice(_TIMEZONES)
+    extra["instanceId"] = uid()
+    top = {"integrations": {}, "channel": channel, "version": 2}
+    if library == "analytics.js":
+        top["_metadata"] = {"bundled": ["Segment.io"], "unbundled": [], "bundledIds": []}
+    return extra, "," + _encode(top)[1:-1]
+
+
 class _Person:
-    __slots__ = ("index", "anon", "user", "prospect", "name", "currency", "ctx", "ctx_head")
+    __slots__ = ("index", "anon", "user", "prospect", "name", "currency", "ctx", "ctx_head", "ctx_tail")
 
     def __init__(self, index: int, anon: str, user: str | None, prospect: bool, name: str,
-                 currency: str, ctx: dict[str, Any]) -> None:  # fmt: skip
+                 currency: str, ctx: dict[str, Any],
+                 sdk: tuple[dict[str, Any], str] | None = None) -> None:  # fmt: skip
         self.index, self.anon, self.user, self.prospect = index, anon, user, prospect
         self.name, self.currency, self.ctx = name, currency, ctx
-        self.ctx_head = _encode(ctx)[:-1] + ',"page":'  # + page JSON + "}" = context JSON
+        sent = {**ctx, **sdk[0]} if sdk else ctx
+        self.ctx_head = _encode(sent)[:-1] + ',"page":'  # + page JSON + ctx_tail = context JSON
+        # closes the context; with sdk payloads the top-level fields after it follow
+        self.ctx_tail = "}" + sdk[1] if sdk else "}"
+
+
+class _Spool:
+    """The lines waiting for one arrival folder, in a file: the line bytes on disk, in memory
+    only their sort keys and offsets (``spool_dir``)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.handle = path.open("wb", buffering=8 << 20)
+        self.keys = array("q")
+        self.offsets = array("q")
+        self.size = 0
+
+    def append(self, sort_key: int, line: bytes) -> None:
+        self.keys.append(sort_key)
+        self.offsets.append(self.size)
+        self.handle.write(line)
+        self.size += len(line)
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def sorted_chunks(self, count: int) -> Any:
+        """``count`` contiguous runs of the lines in (sort key, arrival) order, each as an
+        iterator of byte blocks: what ``sorted()`` of the in-memory entries gives."""
+        import numpy as np
+
+        self.handle.close()
+        n = len(self.keys)
+        order = np.argsort(np.frombuffer(self.keys, dtype=np.int64), kind="stable")  # ties: put order
+        starts = np.frombuffer(self.offsets, dtype=np.int64)
+        ends = np.append(starts[1:], self.size)
+        with self.path.open("rb") as handle, mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as data:
+            for i in range(count):
+                lo, hi = i * n // count, (i + 1) * n // count
+                yield self._blocks(data, starts[order[lo:hi]].tolist(), ends[order[lo:hi]].tolist())
+        self.path.unlink()
+
+    @staticmethod
+    def _blocks(data: mmap.mmap, starts: list[int], ends: list[int], per_block: int = 20_000) -> Any:
+        for k in range(0, len(starts), per_block):
+            yield b"".join([data[s:e] for s, e in zip(starts[k : k + per_block], ends[k : k + per_block],
+                                                        strict=True)])  # fmt: skip
 
 
 class _Generator:
     """Holds the one rng, the lines waiting per arrival folder and the counters."""
 
     def __init__(self, landing: Path, first_day: int, epd: int, seed: int, faults: FaultRates,
-                 gzip_files: bool, files_per_day: int) -> None:  # fmt: skip
+                 gzip_files: bool, files_per_day: int, sdk_payloads: bool = False,
+                 spool_dir: Path | None = None) -> None:  # fmt: skip
         self.rng = random.Random(seed)
         self.landing, self.first_day, self.epd, self.f = landing, first_day, epd, faults
         self.gzip_files, self.files_per_day = gzip_files, files_per_day
         self.pending: dict[int, list[tuple[int, int, bytes]]] = {}
+        self.spool_dir = spool_dir
+        self.spools: dict[int, _Spool] = {}
+        sdk_rng = random.Random(f"sdk-payloads-{seed}") if sdk_payloads else None  # its own stream
         self.seq = 0
         self.folders: set[int] = set()
         self.files = self.lines = self.events = self.dups = self.conflicts = self.late = 0
@@ -180,6 +305,7 @@ class _Generator:
         self.malformed_today = 0
         self.cycle = 0
         self.long_line_done = False
+        self.boms = 0
         self.gz_sample: list[bytes] = []
         rng = self.rng
         self.people: list[_Person] = []
@@ -191,8 +317,10 @@ class _Generator:
             ctx = {"library": {"name": lib_name, "version": version}, "userAgent": agent,
                    "ip": ip, "locale": locale}  # fmt: skip
             user = f"user_{i:06d}" if kind < 0.4 else None
-            self.people.append(_Person(i, self.uid(), user, kind >= 0.75,
-                                       rng.choice(_NAMES), currency, ctx))  # fmt: skip
+            anon = self.uid()
+            sdk = _sdk_fields(sdk_rng, lib_name, agent, anon) if sdk_rng else None
+            self.people.append(_Person(i, anon, user, kind >= 0.75,
+                                       rng.choice(_NAMES), currency, ctx, sdk))  # fmt: skip
 
     def uid(self) -> str:
         """Same text as ``str(uuid.UUID(int=rng.getrandbits(128), version=4))``, faster."""
@@ -205,6 +333,12 @@ class _Generator:
         return low + int(self.rng.random() * (high - low + 1))
 
     def put(self, folder: int, sort_key: int, line: bytes) -> None:
+        if self.spool_dir is not None:
+            if folder not in self.spools:
+                self.spools[folder] = _Spool(self.spool_dir / f"{folder}.lines")
+                self.pending[folder] = []  # marks the folder as waiting
+            self.spools[folder].append(sort_key, line)
+            return
         self.pending.setdefault(folder, []).append((sort_key, self.seq, line))
         self.seq += 1
 
@@ -253,7 +387,7 @@ class _Generator:
         convert_at = rng.randint(1, size - 2) if p.prospect and size >= 3 and rng.random() < 0.3 else -1
         identify_at = 0 if p.user is not None and rng.random() < 0.1 else -1
         page = self.page(rng.choice(_STATIC_PATHS[:4]), rng.choice(_REFERRERS))
-        ctx = p.ctx_head + _page_json(page) + "}"
+        ctx = p.ctx_head + _page_json(page) + p.ctx_tail
         pid, price = rng.choice(_PRODUCTS)
         cart, order_id = 0.0, ""
         props: dict[str, Any]
@@ -276,7 +410,7 @@ class _Generator:
                 else:
                     path = rng.choice(_STATIC_PATHS)
                 page = self.page(path, page["url"])
-                ctx = p.ctx_head + _page_json(page) + "}"
+                ctx = p.ctx_head + _page_json(page) + p.ctx_tail
                 self.emit(p, d, t, "page", "", "properties", page, ctx)
             elif r < 0.7:
                 props = {"product_id": pid, "price": price, "currency": p.currency}
@@ -391,13 +525,16 @@ class _Generator:
             elif reason == "line_too_long":
                 self.long_line_done = True
                 props["blob"] = "x" * ((1 << 20) + 1024)
+            elif reason == "duplicate_key":  # the first messageId is the one DuckDB would read
+                line = _line(msg)[:-2] + f',"messageId":"{msg["messageId"][::-1]}"}}\n'.encode()
             elif reason == "schema_violation":
                 msg["event"] = "Order Completed"
                 odd = self.cycle % 2 == 1  # alternate: negative revenue / unknown currency
                 order = f"ord_{rng.getrandbits(48):012x}"
                 msg["properties"] = {"order_id": order, "revenue": -5.0 if odd else 12.5,
                                      "currency": "USD" if odd else "XYZ"}  # fmt: skip
-            line = _line(msg)
+            if reason != "duplicate_key":
+                line = _line(msg)
         self.malformed[reason] = self.malformed.get(reason, 0) + 1
         self.put(d, t, line)
 
@@ -410,16 +547,51 @@ class _Generator:
 
     def flush(self, folder: int) -> None:
         """Write a complete arrival folder as contiguous receivedAt-ordered chunks."""
+        if folder in self.spools:
+            self.pending.pop(folder)
+            self.flush_spool(folder, self.spools.pop(folder))
+            return
         entries = sorted(self.pending.pop(folder, []))
         count = min(self.files_per_day, len(entries))
         for i in range(count):
             lo, hi = i * len(entries) // count, (i + 1) * len(entries) // count
-            data = b"".join(entry[2] for entry in entries[lo:hi])
+            data = self.bom() + b"".join(entry[2] for entry in entries[lo:hi])
             if self.gzip_files:
                 self.write(folder, f"part-{i:03d}.jsonl.gz", _gzip(data))
             else:
                 self.write(folder, f"part-{i:03d}.jsonl", data)
         self.lines += len(entries)
+
+    def flush_spool(self, folder: int, spool: _Spool) -> None:
+        """``flush`` for a spooled folder: the same files, written block by block."""
+        count = min(self.files_per_day, len(spool))
+        out = self.landing / _day_str(folder)
+        out.mkdir(parents=True, exist_ok=True)
+        for i, chunk in enumerate(spool.sorted_chunks(count)):
+            blocks = itertools.chain((self.bom(),), chunk)
+            if self.gzip_files:
+                with (
+                    (out / f"part-{i:03d}.jsonl.gz").open("wb") as raw,
+                    gzip.GzipFile(
+                        fileobj=raw, mode="wb", mtime=0, filename="", compresslevel=GZIP_LEVEL
+                    ) as handle,
+                ):
+                    for block in blocks:
+                        handle.write(block)
+            else:
+                with (out / f"part-{i:03d}.jsonl").open("wb") as handle:
+                    for block in blocks:
+                        handle.write(block)
+            self.folders.add(folder)
+            self.files += 1
+        self.lines += len(spool)
+
+    def bom(self) -> bytes:
+        """A byte-order mark for the first file written when faults are planted, else nothing."""
+        if self.f.malformed > 0 and not self.boms:
+            self.boms = 1
+            return BOM
+        return b""
 
     def corrupt_gzip(self) -> tuple[bytes, int]:
         """The sample gzipped with a sync flush per line, cut at the line end nearest 60%."""
@@ -436,12 +608,19 @@ class _Generator:
 
 def generate(landing_dir: Path, start_date: date, days: int, events_per_day: int, seed: int = 7,
              faults: FaultRates = FaultRates(), gzip_files: bool = True,
-             files_per_day: int = 3) -> GeneratedSummary:  # fmt: skip
-    """Write ``days`` days of events into ``landing_dir`` and return exact counts."""
+             files_per_day: int = 3, sdk_payloads: bool = False,
+             spool_dir: Path | None = None) -> GeneratedSummary:  # fmt: skip
+    """Write ``days`` days of events into ``landing_dir`` and return exact counts.
+
+    ``sdk_payloads`` and ``spool_dir``: see the module docstring (benchmark-sized days).
+    """
     if days < 1 or events_per_day < 0 or files_per_day < 1:
         raise ValueError("need days >= 1, events_per_day >= 0 and files_per_day >= 1")
     first = start_date.toordinal() - _EPOCH_ORDINAL
-    gen = _Generator(Path(landing_dir), first, events_per_day, seed, faults, gzip_files, files_per_day)
+    if spool_dir is not None:
+        Path(spool_dir).mkdir(parents=True, exist_ok=True)
+    gen = _Generator(Path(landing_dir), first, events_per_day, seed, faults, gzip_files, files_per_day,
+                     sdk_payloads, Path(spool_dir) if spool_dir is not None else None)  # fmt: skip
     for d in range(first, first + days):
         gen.day(d)
         for folder in sorted(k for k in gen.pending if k <= d):
@@ -466,4 +645,5 @@ def generate(landing_dir: Path, start_date: date, days: int, events_per_day: int
         late_planted=gen.late,
         malformed_planted=dict(sorted(gen.malformed.items())),
         corrupt_gzip_readable_lines=readable,
+        boms_planted=gen.boms,
     )

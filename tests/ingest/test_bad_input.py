@@ -10,6 +10,7 @@ the same file still reach ``raw_events``, and that the reconciliation holds::
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 from collections import Counter
@@ -30,7 +31,16 @@ from analytics_pipeline.ingest.landing import (
     resolve_inside,
 )
 from analytics_pipeline.ingest.parsing import LINE_REASONS
-from tests.landing_builders import DAY, DROP, Ingested, LandingDay, encode, message, read_parquet_rows
+from tests.landing_builders import (
+    DAY,
+    DROP,
+    Ingested,
+    LandingDay,
+    encode,
+    jsonl_bytes,
+    message,
+    read_parquet_rows,
+)
 
 EVENTS = "events.jsonl"
 FILE = f"{DAY}/{EVENTS}"
@@ -88,6 +98,12 @@ def assert_sandwich(out: Ingested, reason: str) -> dict[str, Any]:
 
 TRUNCATED = json.dumps(message(2))[:45]
 assert TRUNCATED.startswith("{") and not TRUNCATED.endswith("}")
+# the same messageId key twice: DuckDB reads the first value, most JSON parsers the last
+DUPLICATED_ID = json.dumps(message(2), separators=(",", ":"))[:-1] + ',"messageId":"m-0009"}'
+# a repeated key inside a nested object is not a top-level ambiguity: accepted
+NESTED_REPEAT = json.dumps(message(2), separators=(",", ":")).replace(
+    '"properties":{', '"properties":{"price":1,', 1
+)
 
 # (id, bad line, reason, text the message must contain, message_id kept in quarantine)
 LINE_CASES: list[tuple[str, Any, str, str, str | None]] = [
@@ -103,6 +119,10 @@ LINE_CASES: list[tuple[str, Any, str, str, str | None]] = [
     ("not_object_string", '"just a string"', "not_an_object", "varchar, expected an object", None),
     ("not_object_number", "42", "not_an_object", "expected an object", None),
     ("not_object_null", "null", "not_an_object", "expected an object", None),
+    ("duplicate_key_message_id", DUPLICATED_ID, "duplicate_key",
+     'top-level key "messageId" appears more than once', "m-0002"),
+    ("duplicate_key_type", '{"messageId":"m-0002","type":"track","type":"page"}', "duplicate_key",
+     'top-level key "type" appears more than once', "m-0002"),
     ("missing_message_id", message(2, messageId=DROP), "missing_message_id", "messageId", None),
     ("empty_message_id", message(2, messageId=""), "missing_message_id", "messageId", None),
     ("blank_message_id", message(2, messageId="   "), "missing_message_id", "messageId", None),
@@ -189,6 +209,48 @@ def test_every_line_reason_is_covered_by_a_test() -> None:
         "invalid_utf8", "line_too_long", "blank_line", "parquet_schema_mismatch", "unregistered_event",
     }  # fmt: skip
     assert covered == set(LINE_REASONS)
+
+
+def test_repeated_key_inside_a_nested_object_is_accepted(landing: LandingDay) -> None:
+    out = sandwich(landing, NESTED_REPEAT)
+    assert out.quarantine == []
+    assert out.raw_ids() == ["m-0001", "m-0002", "m-0003"]
+    assert_reconciles(out)
+
+
+BOM = b"\xef\xbb\xbf"
+
+
+@pytest.mark.parametrize("gzipped", [False, True], ids=["jsonl", "jsonl.gz"])
+def test_byte_order_mark_at_file_start_is_stripped_and_counted(landing: LandingDay, gzipped: bool) -> None:
+    data = BOM + jsonl_bytes([message(1), message(2)])
+    name = "bom.jsonl.gz" if gzipped else "bom.jsonl"
+    landing.write_bytes(name, gzip.compress(data, mtime=0) if gzipped else data)
+    landing.write_lines("plain.jsonl", [message(3)])
+    out = landing.ingest()
+    assert out.quarantine == []
+    assert out.raw_ids() == ["m-0001", "m-0002", "m-0003"]
+    assert out.raw[0]["raw_line"] == json.dumps(message(1), separators=(",", ":"))  # no BOM kept
+    assert out.ledger_entry(landing.rel(name))["bom_stripped"] == 1
+    assert out.ledger_entry(landing.rel("plain.jsonl"))["bom_stripped"] == 0
+    assert out.counts["boms_stripped"] == 1
+    assert_reconciles(out)
+
+
+def test_byte_order_mark_inside_a_file_is_still_invalid_json(landing: LandingDay) -> None:
+    """Only a file's first bytes can be a byte-order mark; elsewhere it is a bad line."""
+    out = sandwich(landing, BOM + encode(message(2)))
+    assert_sandwich(out, "invalid_json")
+    assert out.counts["boms_stripped"] == 0
+
+
+def test_file_of_only_a_byte_order_mark_has_no_lines(landing: LandingDay) -> None:
+    landing.write_bytes("bom-only.jsonl", BOM)
+    out = landing.ingest()
+    assert out.quarantine == [] and out.raw == []
+    entry = out.ledger_entry(landing.rel("bom-only.jsonl"))
+    assert (entry["status"], entry["line_count"], entry["bom_stripped"]) == ("loaded", 0, 1)
+    assert_reconciles(out)
 
 
 def test_non_utf8_bytes_are_quarantined_with_escaped_raw_text(landing: LandingDay) -> None:

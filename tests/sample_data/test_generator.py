@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from analytics_pipeline.sample_data.generator import (
+    BOM,
     FILE_REASONS,
     MALFORMED_REASONS,
     FaultRates,
@@ -90,6 +91,9 @@ def classify(raw: bytes) -> tuple[str, dict[str, Any] | None]:
         return ("truncated_line" if text.startswith("{") and not text.endswith("}") else "invalid_json"), None
     if not isinstance(msg, dict):
         return "not_an_object", None
+    top_keys = [key for key, _ in json.JSONDecoder(object_pairs_hook=list).decode(text)]
+    if len(top_keys) != len(set(top_keys)):
+        return "duplicate_key", None
     if not isinstance(msg.get("messageId"), str) or not msg["messageId"]:
         return "missing_message_id", None
     if "receivedAt" not in msg:
@@ -118,6 +122,7 @@ class Tree:
     valid: list[tuple[date, dict[str, Any]]] = field(default_factory=list)  # (folder date, message)
     reasons: Counter[str] = field(default_factory=Counter)
     line_count: int = 0
+    boms: int = 0  # files that open with a UTF-8 byte-order mark
 
 
 def read_tree(root: Path) -> Tree:
@@ -130,6 +135,9 @@ def read_tree(root: Path) -> Tree:
         if path.suffix == ".gz":
             assert data[3] == 0 and data[4:8] == b"\0\0\0\0", "gzip header: no filename, mtime 0"
             data = gzip.decompress(data)
+        if data.startswith(BOM):
+            data = data[len(BOM) :]
+            tree.boms += 1
         tree.files[rel] = data
         if path.name == "empty.jsonl":
             assert data == b""
@@ -216,6 +224,7 @@ def test_summary_counts_match_the_files(run: tuple[Path, GeneratedSummary, Tree]
     assert dict(tree.reasons) | ({"corrupt_gzip": 1} if corrupt else {}) == summary.malformed_planted
     assert tree.line_count == summary.lines_written
     assert len(tree.files) + corrupt == summary.files_written
+    assert tree.boms == summary.boms_planted == 1
     folders = sorted({p.parent.name for p in root.rglob("*") if p.is_file()})
     assert folders == summary.days
     assert summary.days[:3] == ["2024-03-01", "2024-03-02", "2024-03-03"]
@@ -337,6 +346,7 @@ def test_plain_files_and_no_faults(tmp_path: Path) -> None:
     clean = generate(tmp_path / "clean", START, 2, 300, faults=FaultRates(0, 0, 0, 0))
     tree = read_tree(tmp_path / "clean")
     assert clean.malformed_planted == {} and not tree.reasons
+    assert clean.boms_planted == tree.boms == 0
     assert (clean.duplicates_planted, clean.id_conflicts_planted, clean.late_planted) == (0, 0, 0)
     assert clean.days == ["2024-03-01", "2024-03-02"]
     assert len(tree.valid) == clean.lines_written == clean.events_planted == 600
