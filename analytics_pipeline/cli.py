@@ -324,7 +324,7 @@ def cmd_flags(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     instance = dagster_instance()
-    observed = rollout.observe_flags(settings, instance)
+    observed = rollout.observe_flags(instance)
     stale, runs = rollout.flag_plan(settings)
     for line in rollout.describe_flags(settings, stale):
         print(line)

@@ -35,15 +35,14 @@ Echo = Callable[[str], None]
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
 
-def observe_flags(settings: PipelineSettings, instance: DagsterInstance) -> list[str]:
+def observe_flags(instance: DagsterInstance) -> list[str]:
     """Observe every ``<model>_flags`` source asset: the UI then shows what a flag change made stale."""
     from analytics_pipeline.definitions import defs
     from analytics_pipeline.defs.flags import OBSERVE_FLAGS_JOB, flags_assets
 
     if flags_assets:
-        defs.resolve_job_def(OBSERVE_FLAGS_JOB).execute_in_process(
-            instance=instance, resources={"settings": settings}, run_config=QUIET
-        )
+        # the observation reads the flags file of the environment's settings, as the code location does
+        defs.resolve_job_def(OBSERVE_FLAGS_JOB).execute_in_process(instance=instance, run_config=QUIET)
     return [source.key.to_user_string() for source in flags_assets]
 
 

@@ -13,7 +13,6 @@ a wrong flag name, model, parameter or value stops the code location, naming fil
 from __future__ import annotations
 
 import warnings
-from datetime import date
 
 from dagster import (
     AssetsDefinition,
@@ -32,8 +31,6 @@ from analytics_pipeline.defs.partitions import daily_partitions
 from analytics_pipeline.defs.resources import settings as load_settings
 from analytics_pipeline.models.flags import (
     FLAGS_SUFFIX,
-    DateRange,
-    Flag,
     active_flags,
     flag_record,
     flagged_models,
@@ -42,7 +39,6 @@ from analytics_pipeline.models.flags import (
 )
 from analytics_pipeline.models.loader import ModelSpec, load_models
 from analytics_pipeline.settings import PipelineSettings
-from analytics_pipeline.warehouse.storage import Warehouse
 
 # Dagster's version of a source asset never observed (its DEFAULT_DATA_VERSION, not exported): what a
 # model partition built before any observation recorded, so a partition without flags stays fresh.
@@ -57,35 +53,22 @@ def flags_asset_name(model: str) -> str:
     return f"{model}{FLAGS_SUFFIX}"
 
 
-def observed_days(
-    settings: PipelineSettings, model: str, flags: dict[str, Flag], keys: list[str]
-) -> list[str]:
-    """The partitions an observation reports: from the model's first published day, or the first
-    day a flag covers, to the last partition (a partition never reported stays ``INITIAL``)."""
-    starts = Warehouse(settings.warehouse_path).published_days(model)[:1]
-    for flag in flags.values():
-        if flag.model == model and flag.enabled is not False:
-            first = flag.enabled.from_ if isinstance(flag.enabled, DateRange) else None
-            starts.append(first.isoformat() if isinstance(first, date) else keys[0] if keys else "")
-    if not starts:
-        return []
-    earliest = min(starts)
-    return [k for k in keys if k >= earliest]
-
-
 def partition_versions(settings: PipelineSettings, model: str) -> dict[str, str]:
     """Each partition's flags version: a hash of its active flags, or ``INITIAL`` without any."""
-    flags = dict(project_flags(settings.flags_path, settings.models_path))
-    keys = list(daily_partitions.get_partition_keys())
+    flags = project_flags(settings.flags_path, settings.models_path)
     versions = {}
-    for day in observed_days(settings, model, flags, keys):
+    for day in daily_partitions.get_partition_keys():
         active = active_flags(flags, model, day)
         versions[day] = flags_version(active) if active else UNFLAGGED
     return versions
 
 
 def flags_source_asset(spec: ModelSpec) -> SourceAsset | AssetsDefinition:
-    def observe(context: object, settings: PipelineSettings) -> DataVersionsByPartition | ObserveResult:
+    def observe() -> DataVersionsByPartition | ObserveResult:
+        # the settings of the environment, which the code location loads the flags from too: a
+        # resource here would be bound to the source asset and conflict with the resources a
+        # run of the models passes (Dagster compares them by reference)
+        settings = PipelineSettings()
         if not spec.partitioned:
             flags = project_flags(settings.flags_path, settings.models_path)
             active = active_flags(flags, spec.name, None)

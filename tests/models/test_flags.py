@@ -81,7 +81,7 @@ def test_a_flag_change_marks_exactly_its_partitions_stale_and_flags_rebuild_rebu
     warehouse = Warehouse(settings.warehouse_path)
     days = warehouse.published_days("sessions")
     assert len(days) == 4
-    rollout.observe_flags(settings, instance)
+    rollout.observe_flags(instance)
     all_assets = [a for a in defs.assets or [] if isinstance(a, AssetsDefinition)]
     for day in days:
         result = materialize(
