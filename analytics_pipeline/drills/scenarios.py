@@ -579,9 +579,11 @@ def _full(sb: Sandbox, how: str) -> Iterator[None]:
     real_write = storage._write_json
 
     def no_space(path: Path, document: Any, durable: bool = False) -> None:
-        with open(path, "wb") as handle:  # half a file, as a full disk leaves it
-            handle.write(json.dumps(document).encode()[:10])
-        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+        # _write_json writes a temporary file and renames it: a full disk cuts the temporary file short
+        tmp = path.with_name(f".{path.name}.tmp-drill-enospc")
+        tmp.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_bytes(json.dumps(document).encode()[:10])
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(tmp))
 
     with mock.patch.object(storage, "_write_json", no_space):
         yield
