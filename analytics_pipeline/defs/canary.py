@@ -8,6 +8,7 @@ runs ``promote_job``: its op publishes the canary through the model's gates and 
 materialization of each promoted partition (who, when, forced), tagged on the run.
 """
 
+import math
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,11 @@ class PromoteConfig(Config):
     promoted_by: str
 
 
+def _finite(finding: Any) -> dict[str, Any]:
+    """A finding as JSON metadata: an unbounded change (from 0) as the text 'new'."""
+    return {k: "new" if isinstance(v, float) and math.isinf(v) else v for k, v in finding.__dict__.items()}
+
+
 def verdict_metadata(verdict: CanaryVerdict) -> dict[str, Any]:
     over = verdict.over_limit
     return {
@@ -51,11 +57,13 @@ def verdict_metadata(verdict: CanaryVerdict) -> dict[str, Any]:
         "candidate": verdict.flag and f"flag {verdict.flag}" or verdict.sql or "as defined",
         "comparisons": len(verdict.findings),
         "over_limit": len(over),
-        "over_limit_findings": MetadataValue.json([f.__dict__ for f in over]),
-        "findings": MetadataValue.json([f.__dict__ for f in verdict.findings]),
+        "over_limit_findings": MetadataValue.json([_finite(f) for f in over]),
+        "findings": MetadataValue.json([_finite(f) for f in verdict.findings]),
         "rows_by_key": MetadataValue.json(verdict.rows_by_key),
         "gate_failures": MetadataValue.json(verdict.gate_failures),
-        "thresholds": MetadataValue.json(verdict.thresholds),
+        "thresholds": MetadataValue.json(
+            {k: "none" if math.isinf(v) else v for k, v in verdict.thresholds.items()}
+        ),
         "summary": MetadataValue.md(f"```\n{verdict.summary()}\n```"),
         "directory": MetadataValue.path(verdict.directory),
     }
