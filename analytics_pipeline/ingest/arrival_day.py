@@ -207,10 +207,12 @@ def _stream(batches: Iterable[pa.RecordBatch]) -> pa.RecordBatchReader:
 
 
 class StagedLines:
-    """The day's lines kept in an Arrow file (zstd) while DuckDB consumes them, and where each
-    file's lines are in it: every line of a file is there, numbered 1..n, with consecutive row ids."""
+    """The day's lines kept in an Arrow file while DuckDB consumes them, and where each file's
+    lines are in it: every line of a file is there, numbered 1..n, with consecutive row ids.
 
-    OPTIONS = pa.ipc.IpcWriteOptions(compression="zstd")
+    lz4, not zstd: the file is written once and read back only for the few rejected lines."""
+
+    OPTIONS = pa.ipc.IpcWriteOptions(compression="lz4")
 
     def __init__(self, path: Path) -> None:
         self.path = path

@@ -71,11 +71,11 @@ class ParseRules:
     schemas: list[EventSchema]
 
 
-# The top-level fields the rules read. Each JSON function below takes the list of
-# paths and parses a line once for all of them (called per path, DuckDB would parse
-# the whole line again for every call). Their elements become the columns
-# ``<field>_jtype`` (json_type: NULL when absent, 'NULL' for a JSON null),
-# ``<field>_text`` (json_extract_string) and ``<field>_json`` (json_extract).
+# The top-level fields the rules read. One ``json_extract`` with the list of their paths
+# parses a line once for all of them (each JSON function call parses the whole line
+# again, and a line is about 1 KB). Its elements become ``<field>_json`` (the field's
+# JSON text, NULL when absent); ``<field>_jtype`` (json_type: 'NULL' for a JSON null) and
+# ``<field>_text`` (json_extract_string) are read from that short text, not the line.
 _TYPED_FIELDS = (
     "messageId", "type", "event", "userId", "anonymousId", "timestamp", "originalTimestamp",
     "sentAt", "receivedAt", "properties", "traits", "context",
@@ -84,15 +84,19 @@ _TEXT_FIELDS = (
     "messageId", "type", "event", "userId", "anonymousId", "timestamp", "originalTimestamp",
     "sentAt", "receivedAt",
 )  # fmt: skip
-_JSON_FIELDS = ("timestamp", "originalTimestamp", "sentAt", "receivedAt", "properties", "traits", "context")
 
 
-def _paths(fields: tuple[str, ...], with_root: bool = False) -> str:
-    return "[" + ", ".join((["'$'"] if with_root else []) + [f"'$.{f}'" for f in fields]) + "]"
+def _paths(fields: tuple[str, ...]) -> str:
+    return "[" + ", ".join(f"'$.{f}'" for f in fields) + "]"
 
 
-def _elements(list_column: str, fields: tuple[str, ...], suffix: str, first: int = 1) -> str:
-    return ", ".join(f"{list_column}[{i}] AS {f}_{suffix}" for i, f in enumerate(fields, start=first))
+def _fragment_type(fragment: str) -> str:
+    """``json_type`` of a field's JSON text; objects, arrays and strings known from the first
+    character, without parsing them again (the JSON text is DuckDB's own, no leading space)."""
+    return (
+        f"CASE left({fragment}, 1) WHEN '{{' THEN 'OBJECT' WHEN '[' THEN 'ARRAY' WHEN '\"' THEN 'VARCHAR' "
+        f"ELSE json_type({fragment}) END"
+    )
 
 
 def _ts(field: str) -> str:
@@ -180,30 +184,30 @@ def parse_sql(lines_relation: str, rules: ParseRules, accepted: bool = False) ->
         ]
     )
     accepted_types = ", ".join(f"'{t}'" for t in SEGMENT_TYPES)
-    is_json = (
-        "TRUE" if accepted
-        else f"pre_reason IS NULL AND json_valid(raw_text) AND NOT {_lenient_only_json('raw_text')}"
-    )  # fmt: skip
+    is_json = "TRUE" if accepted else f"fragments IS NOT NULL AND NOT {_lenient_only_json('raw_text')}"
     reason = "CAST(NULL AS VARCHAR)" if accepted else _reason_sql(unregistered, arrival, late, accepted_types)
     # json_keys lists every top-level key, repeats included (the other JSON functions take the first)
     top_keys = "CAST(NULL AS VARCHAR[])" if accepted else "CASE WHEN is_json THEN json_keys(raw_text) END"
     return f"""
-WITH src AS (
-    SELECT row_id, file_path, line_number, raw_text, pre_reason, pre_message, {is_json} AS is_json
+WITH parsed_once AS (  -- the one parse of the whole line: NULL when it is not JSON
+    SELECT row_id, file_path, line_number, raw_text, pre_reason, pre_message,
+           CASE WHEN pre_reason IS NULL THEN TRY(json_extract(raw_text, {_paths(_TYPED_FIELDS)})) END
+               AS fragments
     FROM {lines_relation}
-), extracted AS (  -- only valid JSON is parsed: the JSON functions reject anything else
+), src AS (
+    SELECT *, {is_json} AS is_json FROM parsed_once
+), extracted AS (  -- the fields' JSON texts, each parsed on its own (small) when it must be
     SELECT *,
-        CASE WHEN is_json THEN json_type(raw_text, {_paths(_TYPED_FIELDS, with_root=True)}) END AS jtypes,
-        CASE WHEN is_json THEN json_extract_string(raw_text, {_paths(_TEXT_FIELDS)}) END AS texts,
-        CASE WHEN is_json THEN json_extract(raw_text, {_paths(_JSON_FIELDS)}) END AS jsons,
+        {", ".join(f"CASE WHEN is_json THEN fragments[{i}] END AS {f}_json" for i, f in enumerate(_TYPED_FIELDS, 1))},
         {top_keys} AS top_keys
     FROM src
 ), top_level AS (
     SELECT *,
-        jtypes[1] AS doc_type,
-        {_elements("jtypes", _TYPED_FIELDS, "jtype", first=2)},
-        {_elements("texts", _TEXT_FIELDS, "text")},
-        {_elements("jsons", _JSON_FIELDS, "json")}
+        -- valid JSON that opens with a brace is an object; anything else is rare
+        CASE WHEN is_json THEN CASE WHEN left(raw_text, 1) = '{{' THEN 'OBJECT' ELSE json_type(raw_text) END
+            END AS doc_type,
+        {", ".join(f"{_fragment_type(f + '_json')} AS {f}_jtype" for f in _TYPED_FIELDS)},
+        {", ".join(f"json_extract_string({f}_json, '$') AS {f}_text" for f in _TEXT_FIELDS)}
     FROM extracted
 ), fields AS (
     SELECT *,
