@@ -95,12 +95,18 @@ def run_days(
     settings: PipelineSettings, days: list[str], instance: DagsterInstance, echo: bool = True
 ) -> bool:
     """What the nightly schedule and the late-window sensor do, for each arrival day in order."""
-    from dagster import AssetsDefinition, materialize
+    from dagster import AssetKey, Definitions
 
     from analytics_pipeline.definitions import defs
     from analytics_pipeline.defs.models import planned_specs
     from analytics_pipeline.events.late_window import event_days_to_rebuild
-    from analytics_pipeline.models.plan import Blocked, plan_rebuilds, skip_message
+    from analytics_pipeline.models.plan import (
+        DAILY_MODELS_JOB,
+        DIMENSIONS_JOB,
+        Blocked,
+        plan_rebuilds,
+        skip_message,
+    )
 
     resources = {"settings": settings}
     quiet = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
@@ -135,16 +141,22 @@ def run_days(
         if echo:
             tail = f"; late events rebuilt {', '.join(rebuilt)}" if rebuilt else ""
             print(f"nightly_job {day}: ok{tail}", flush=True)
-    # what models_sensor does after each run, once for all the changed dates
-    all_assets = [a for a in defs.assets or [] if isinstance(a, AssetsDefinition)]
+    # what models_sensor does after each run, once for all the changed dates, as the same jobs
+    # (models_job, dimensions_job), so the UI shows the runs under their names. Resolved with these
+    # settings bound: a job resolved by `defs` has its own, and a subset run refuses a second one.
+    model_jobs = Definitions(
+        assets=defs.assets,
+        jobs=[job for job in defs.jobs or [] if job.name in (DAILY_MODELS_JOB, DIMENSIONS_JOB)],
+        resources=resources,
+    )
 
     def report_skip(name: str, day: str | None, blocked: Blocked) -> None:
         print(skip_message(name, day, blocked), file=sys.stderr)
 
     for run in plan_rebuilds(planned_specs, changed_event_days, warehouse, report_skip):
-        model_result = materialize(
-            all_assets, selection=run.models, partition_key=run.partition, instance=instance,
-            resources=resources, raise_on_error=False, run_config=quiet, tags={"analytics/plan": run.job},
+        model_result = model_jobs.resolve_job_def(run.job).execute_in_process(
+            partition_key=run.partition, asset_selection=[AssetKey(name) for name in run.models],
+            instance=instance, raise_on_error=False, run_config=quiet, tags={"analytics/plan": run.job},
         )  # fmt: skip
         ok &= model_result.success
         evaluations += model_result.get_asset_check_evaluations()
@@ -193,7 +205,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 1
     instance = dagster_instance()
     ok = run_days(settings, days, instance)
-    print(f"Runs recorded in {instance.root_directory}; open the UI: {_ui_command(instance)}")
+    print(f"Runs recorded in {instance.root_directory}; open the UI: {_ui_command(instance, settings, args)}")
     return 0 if ok else 1
 
 
@@ -209,6 +221,20 @@ def cmd_summary(args: argparse.Namespace) -> int:
         print("From the models")
         for line in numbers:
             print(f"  {line}")
+    return 0
+
+
+def cmd_missing(args: argparse.Namespace) -> int:
+    """The days of a range nightly_job has not published (failed or never run), for a re-run.
+
+    A day is done when both steps' tables are published: raw_events (ingest) and events (its
+    gate passed). Printed comma-separated: ``dagster job backfill ... --partitions <that>``.
+    """
+    warehouse = Warehouse(_settings(args).warehouse_path)
+    start, end = date.fromisoformat(args.start), date.fromisoformat(args.end)
+    done = set(warehouse.published_days("raw_events")) & set(warehouse.published_days("events"))
+    days = [(start + timedelta(days=i)).isoformat() for i in range((end - start).days + 1)]
+    print(",".join(day for day in days if day not in done))
     return 0
 
 
@@ -231,12 +257,21 @@ def cmd_demo(args: argparse.Namespace) -> int:
     cmd_summary(args)
     print()
     print(f"Analysts' catalog (open read-only): duckdb {catalog_path(Warehouse(settings.warehouse_path))}")
-    print(f"Open the UI:  {_ui_command(instance)}")
+    print(f"Open the UI:  {_ui_command(instance, settings, args)}")
     return 0 if ok else 1
 
 
-def _ui_command(instance: DagsterInstance) -> str:
-    return f"DAGSTER_HOME={instance.root_directory} dagster dev -w workspace.yaml"
+def _ui_command(instance: DagsterInstance, settings: PipelineSettings, args: argparse.Namespace) -> str:
+    """``dagster dev`` on this instance and data, its partitions starting at the first day built.
+
+    The daily partitions start at ``partitions_start`` (2024-01-01 by default): without it the
+    UI's partition bars count every day since then and show the demo's days as 0%.
+    """
+    days = [*landing_days(settings), *Warehouse(settings.warehouse_path).published_days("events")[:1]]
+    env = [f"ANALYTICS_PARTITIONS_START={min(days)}"] if days else []
+    if getattr(args, "data_dir", None):  # the UI's sensors must build into the same data
+        env.append(f"ANALYTICS_DATA_DIR={Path(args.data_dir).resolve()}")
+    return " ".join([*env, f"DAGSTER_HOME={instance.root_directory} dagster dev -w workspace.yaml"])
 
 
 def cmd_rollback(args: argparse.Namespace) -> int:
@@ -447,6 +482,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     summary = sub.add_parser("summary", help="print the per-day counts of what is published")
     summary.set_defaults(func=cmd_summary)
+
+    missing = sub.add_parser(
+        "missing",
+        help="print the days from --start to --end that nightly_job has not published (failed or missing), "
+        "comma-separated for `dagster job backfill --partitions`",
+    )
+    missing.add_argument("--start", required=True, help="first arrival day, YYYY-MM-DD")
+    missing.add_argument("--end", required=True, help="last arrival day, YYYY-MM-DD")
+    missing.set_defaults(func=cmd_missing)
 
     rollback = sub.add_parser(
         "rollback",

@@ -57,9 +57,10 @@ def test_run_without_dagster_home_runs_the_landing_days_in_order_and_publishes(t
     gates = next(line for line in lines if line.startswith("Quality gates:"))
     assert ", 0 blocking failures" in gates, gates
     home = tmp_path / ".dagster_home"  # the default, as the demo uses
-    assert (
-        lines[-1]
-        == f"Runs recorded in {home}; open the UI: DAGSTER_HOME={home} dagster dev -w workspace.yaml"
+    # the UI on this instance and data, its partitions starting at the first day (bars not 0% filled)
+    assert lines[-1] == (
+        f"Runs recorded in {home}; open the UI: ANALYTICS_PARTITIONS_START={D1} "
+        f"ANALYTICS_DATA_DIR={tmp_path / 'data'} DAGSTER_HOME={home} dagster dev -w workspace.yaml"
     )
 
     # the instance it created: the demo's dagster.yaml, and the runs recorded in it
