@@ -389,12 +389,22 @@ def _plain_prefix(block: bytes, end: int) -> int:
     return start
 
 
+def _is_utf8(data: bytes) -> bool:
+    """Arrow's UTF-8 validation: the standard's rules (as Python's decoder), without building a str."""
+    offsets = pa.py_buffer(np.array([0, len(data)], dtype=np.int64))
+    try:
+        pa.LargeStringArray.from_buffers(1, offsets, pa.py_buffer(data)).validate(full=True)
+    except pa.ArrowInvalid:
+        return False
+    return True
+
+
 def _add_plain(data: bytes, rel: str, writer: LineBatches, progress: _LineCount) -> None:
     """Plain lines, each with its newline: the ``_add_one`` rules, many lines at once."""
     while data:
-        if not data.isascii():
+        if not data.isascii() and not _is_utf8(data):
             try:
-                data.decode("utf-8")  # Python's UTF-8 rules decide what is invalid
+                data.decode("utf-8")  # Python's UTF-8 rules decide what is invalid, and where
             except UnicodeDecodeError as exc:  # the lines before the bad one, then it alone
                 bad_start = data.rfind(b"\n", 0, exc.start) + 1
                 bad_end = data.index(b"\n", exc.start)
