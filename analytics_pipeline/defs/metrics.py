@@ -8,7 +8,7 @@ republished and records hits, misses, hit rate, entries, bytes, staleness and ag
 numeric metadata, so the UI plots them over time.
 """
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from dagster import (
@@ -25,11 +25,11 @@ from dagster import (
     run_status_sensor,
 )
 
-from analytics_pipeline.defs.models import dimensions_job, model_asset
+from analytics_pipeline.defs.models import MODELS_QUEUE_TAG, dimensions_job, model_asset
 from analytics_pipeline.defs.resources import settings as load_settings
 from analytics_pipeline.defs.retries import STEP_RETRY_POLICY
 from analytics_pipeline.metrics.cache import ResultCache
-from analytics_pipeline.metrics.definitions import project_metrics
+from analytics_pipeline.metrics.definitions import Metrics, project_metrics
 from analytics_pipeline.metrics.docs import metrics_table
 from analytics_pipeline.metrics.sketches import SKETCHES_SPEC, build_sketches
 from analytics_pipeline.settings import PipelineSettings
@@ -41,8 +41,24 @@ metrics = project_metrics(load_settings)
 daily_sketches = model_asset(SKETCHES_SPEC, build=build_sketches, group_name="metrics")
 
 
+def tables_read(current: Metrics, names: Iterable[str] | None = None) -> list[str]:
+    """The tables behind the metrics (all when ``names`` is None): each semantic model's table,
+    and the daily sketches for an approximate metric. Declared as deps, so lineage shows them."""
+    if names is None:
+        tables = {model.table or name for name, model in current.models.items()}
+        chosen = list(current.metrics.values())
+    else:
+        tables, chosen = set(), [current.get(name) for name in names]
+    for metric in chosen:
+        model = current.models[metric.model] if metric.model else None
+        tables.add(SKETCHES_SPEC.name if model is None else model.table or str(metric.model))
+    return sorted(tables)
+
+
 @asset(
     group_name="metrics",
+    # the semantic models are over these tables (unpartitioned: every partition of them)
+    deps=tables_read(metrics),
     description="The governed metric definitions (assets/metrics.yml): name, kind, description, formula, "
     "owner, dimensions and grains; the same table as docs/metrics.md.",
     kinds={"yaml"},
@@ -61,7 +77,8 @@ def metric_definitions(context: AssetExecutionContext, settings: PipelineSetting
 
 @asset(
     group_name="metrics",
-    deps=[metric_definitions],
+    # its entries are answers read from those tables; a republished partition makes them stale
+    deps=[metric_definitions, *tables_read(metrics)],
     description="The metric result cache: entries whose partitions were republished are swept; hits, misses, "
     "hit rate, entries, bytes, staleness and entry age are recorded per metric and in total.",
     kinds={"diskcache"},
@@ -91,6 +108,9 @@ metrics_job = define_asset_job(
     selection=AssetSelection.groups("metrics") - AssetSelection.assets(daily_sketches),
     description="After the models are rebuilt: publish the metric definitions, measure the result cache, "
     "run the golden queries.",
+    # in the models queue: it reads the models, so it waits for the model runs already queued (another
+    # plan's, requested before this one finished) instead of checking invariants half-way through them
+    tags={MODELS_QUEUE_TAG: "serial"},
 )
 
 

@@ -15,6 +15,7 @@ from dagster import (
     AssetKey,
     AssetsDefinition,
     AssetSelection,
+    AssetSpec,
     DagsterRunStatus,
     DataVersion,
     Definitions,
@@ -25,8 +26,10 @@ from dagster import (
     PartitionMapping,
     RunRequest,
     RunStatusSensorContext,
+    TableColumn,
     TableColumnDep,
     TableColumnLineage,
+    TableSchema,
     asset,
     define_asset_job,
     run_status_sensor,
@@ -41,6 +44,7 @@ from analytics_pipeline.defs.resources import settings as load_settings
 from analytics_pipeline.defs.retries import STEP_RETRY_POLICY
 from analytics_pipeline.metrics.sketches import SKETCHES_SPEC
 from analytics_pipeline.models.build import ModelResult, build_model
+from analytics_pipeline.models.funnels import SCHEMA as FUNNEL_STEPS_SCHEMA
 from analytics_pipeline.models.loader import ModelSpec, Window, load_models
 from analytics_pipeline.models.plan import (
     DAILY_MODELS_JOB,
@@ -85,6 +89,27 @@ def _mapping(window: Window) -> PartitionMapping | None:
     return window_mapping(window.start, window.end)
 
 
+# Seed tables are files of assets/ that models read as tables (models/loader.py SEED_TABLE_NAMES):
+# external assets, so the graph shows which models read them and the column lineage those models
+# record (funnels.step from funnel_steps.step_event ...) points at an asset of the graph.
+seed_assets = [
+    AssetSpec(
+        "funnel_steps",
+        group_name="models",
+        description="The funnels of assets/funnels.yml as a table, one row per step (validated when a "
+        "model reads it; a wrong key fails the build naming the file, funnel and key).\n\n"
+        "Grain: one row per (funnel, step_index).\n\nFile: assets/funnels.yml",
+        kinds={"yaml"},
+        metadata={
+            "dagster/column_schema": TableSchema(
+                columns=[TableColumn(name=f.name, type=str(f.type)) for f in FUNNEL_STEPS_SCHEMA]
+            ),
+            "source_file": "funnels.yml",
+        },
+    )
+]
+
+
 def model_asset(
     spec: ModelSpec, build: Builder = build_model, group_name: str = "models"
 ) -> AssetsDefinition:
@@ -93,7 +118,7 @@ def model_asset(
     source = f"SQL: assets/models/{spec.path.name}" if spec.sql else f"Built by {spec.path.name}"
     deps = [
         AssetDep(upstream, partition_mapping=_mapping(window)) for upstream, window in spec.upstreams.items()
-    ]
+    ] + [AssetDep(seed) for seed in spec.seeds]
     if spec.name in FLAGGED:  # partition by partition: a flag change marks exactly its days stale
         deps.append(AssetDep(flags_asset_name(spec.name)))
 
@@ -189,7 +214,7 @@ def models_sensor(context: RunStatusSensorContext, settings: PipelineSettings) -
 
 
 defs = Definitions(
-    assets=model_assets,
+    assets=[*seed_assets, *model_assets],
     jobs=[models_job, dimensions_job],
     sensors=[models_sensor],
 )

@@ -23,7 +23,7 @@ from dagster import (
 )
 
 from analytics_pipeline.defs.checks import DAGSTER_SEVERITY
-from analytics_pipeline.defs.metrics import metrics, metrics_cache
+from analytics_pipeline.defs.metrics import metrics, metrics_cache, tables_read
 from analytics_pipeline.defs.resources import settings as load_settings
 from analytics_pipeline.defs.retries import STEP_RETRY_POLICY
 from analytics_pipeline.metrics.definitions import project_metrics
@@ -39,6 +39,16 @@ from analytics_pipeline.slo.golden import (
 
 # Loading validates checks/golden_queries.yml against the metrics: a wrong name stops the code location.
 golden = load_golden(load_settings.golden_queries_path, metrics)
+# what the golden queries and invariants read: their metrics' tables and the tables counted
+GOLDEN_METRICS = {q.metric for q in golden.queries.values()} | {
+    name
+    for inv in golden.invariants.values()
+    for name in (*inv.metrics, inv.metric, inv.approximate, inv.exact)
+    if name is not None
+}
+GOLDEN_TABLES = sorted(
+    {*tables_read(metrics, GOLDEN_METRICS), *(i.table for i in golden.invariants.values() if i.table)}
+)
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", PreviewWarning)
@@ -62,7 +72,7 @@ def _result(outcome: CheckOutcome) -> AssetCheckResult:
 
 @asset(
     group_name="metrics",
-    deps=[metrics_cache],
+    deps=[metrics_cache, *GOLDEN_TABLES],
     check_specs=GOLDEN_CHECKS,
     description="The golden queries of checks/golden_queries.yml: latency (p50/p95/p99, cold and warm) "
     "and invariants on the answers, measured after every nightly plan.",

@@ -54,22 +54,24 @@ last_active AS (
     GROUP BY person_id
 ),
 counts AS (
-    -- active on or after D+N within the window <=> last active date in the window >= D+N
+    -- active on or after D+N within the window <=> last active date in the window >= D+N.
+    -- count(person_id), never NULL here, equals count(*) and names the column the count is of,
+    -- so the recorded column lineage traces it (a count(*) has no source column).
     SELECT
         p.period,
         p.activity_date,
-        (SELECT count(*) FROM activity AS a WHERE a.event_date = p.activity_date) AS persons_on,
-        (SELECT count(*) FROM last_active AS l WHERE l.last_date >= p.activity_date) AS persons_on_or_after
+        (SELECT count(a.person_id) FROM activity AS a WHERE a.event_date = p.activity_date) AS persons_on,
+        (SELECT count(l.person_id) FROM last_active AS l WHERE l.last_date >= p.activity_date) AS persons_on_or_after
     FROM periods AS p
 )
 SELECT
     getvariable('partition_date') AS cohort_date,
     k.period,
     k.activity_date,
-    CAST((SELECT count(*) FROM cohort) AS BIGINT) AS cohort_size,
+    CAST((SELECT count(person_id) FROM cohort) AS BIGINT) AS cohort_size,
     CAST(k.persons_on AS BIGINT) AS persons_on,
     CAST(k.persons_on_or_after AS BIGINT) AS persons_on_or_after,
-    CAST(k.persons_on AS DOUBLE) / nullif((SELECT count(*) FROM cohort), 0) AS retention_on,
-    CAST(k.persons_on_or_after AS DOUBLE) / nullif((SELECT count(*) FROM cohort), 0) AS retention_on_or_after
+    CAST(k.persons_on AS DOUBLE) / nullif((SELECT count(person_id) FROM cohort), 0) AS retention_on,
+    CAST(k.persons_on_or_after AS DOUBLE) / nullif((SELECT count(person_id) FROM cohort), 0) AS retention_on_or_after
 FROM counts AS k
 ORDER BY k.period
