@@ -50,7 +50,9 @@ def _report_skip(name: str, day: str | None, blocked: Blocked) -> None:
     print(skip_message(name, day, blocked), file=sys.stderr)
 
 
-def flag_plan(settings: PipelineSettings) -> tuple[list[OutOfDate], list[PlannedRun]]:
+def flag_plan(
+    settings: PipelineSettings, on_skip: Callable[[str, str | None, Blocked], None] = _report_skip
+) -> tuple[list[OutOfDate], list[PlannedRun]]:
     """The partitions out of date with the flags file, and the runs that rebuild them and their readers."""
     from analytics_pipeline.defs.models import planned_specs
 
@@ -70,7 +72,7 @@ def flag_plan(settings: PipelineSettings) -> tuple[list[OutOfDate], list[Planned
         changed.setdefault(item.model, set()).add(item.day)
     if changed:  # what reads them (the changed partitions themselves are the runs above)
         runs += plan_rebuilds(
-            planned_specs, changed, warehouse, _report_skip, late_window_days=settings.late_window_days
+            planned_specs, changed, warehouse, on_skip, late_window_days=settings.late_window_days
         )
     return stale, runs
 

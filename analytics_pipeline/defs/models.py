@@ -211,6 +211,20 @@ def models_sensor(context: RunStatusSensorContext, settings: PipelineSettings) -
             partition_key=run.partition,
             asset_selection=[AssetKey(name) for name in run.models],
         )
+    # A flag change (assets/flags.yml) made partitions stale: the night's run rebuilds them too,
+    # then what reads them, after the plan above (the models queue keeps the order).
+    from analytics_pipeline.rollout import flag_plan  # rollout imports this module
+
+    stale, flag_runs = flag_plan(settings, on_skip=log_skip)
+    if stale:
+        context.log.info(f"{len(stale)} partitions were built with other flags than the flags file enables")
+    for position, run in enumerate(flag_runs):
+        yield RunRequest(
+            run_key=f"flags:{run_id}:{position}",
+            job_name=run.job,
+            partition_key=run.partition,
+            asset_selection=[AssetKey(name) for name in run.models],
+        )
 
 
 defs = Definitions(

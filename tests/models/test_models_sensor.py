@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -26,6 +27,7 @@ from dagster import (
 from analytics_pipeline.cli import DAGSTER_YAML
 from analytics_pipeline.defs import events, ingest, metrics, models, quality
 from analytics_pipeline.defs.models import MODELS_QUEUE_TAG, model_asset, models_sensor, planned_specs
+from analytics_pipeline.rollout import flag_plan
 from analytics_pipeline.settings import PipelineSettings
 from analytics_pipeline.warehouse.storage import Warehouse
 from tests.conftest import message, write_lines
@@ -227,3 +229,37 @@ def test_launched_runs_queue_and_a_failed_gate_holds_back_the_partitions_reading
         ("dimensions_job", None, ["users"]),  # reads the latest person_sessions, whose gate passed
     ]
     _assert_requests_of(daemon, requests, late.dagster_run)
+
+
+def test_a_flag_change_is_rebuilt_by_the_next_nights_model_runs(
+    settings: PipelineSettings, dagster_instance: DagsterInstance, tmp_path: Path
+) -> None:
+    flags_file = tmp_path / "flags.yml"
+    flag = "flags:\n  gap_2m:\n    description: Two minutes.\n    model: sessions\n"
+    flag += "    parameters: {session_gap_seconds: 120}\n    enabled: %s\n"
+    flags_file.write_text(flag % "false")
+    settings = settings.replace(flags_file=str(flags_file))
+    write_lines(settings, D1, "a.jsonl", _day(D1))
+    write_lines(settings, D2, "a.jsonl", _day(D2))
+    daemon = Daemon(settings, dagster_instance)
+    daemon.run("nightly_job", D1)
+    for request in daemon.tick():
+        daemon.launch(request)
+    assert daemon.tick() == []
+
+    flags_file.write_text(flag % f"{{from: {D1}, to: {D1}}}")  # sessions of D1 is now out of date
+    nightly = daemon.run("nightly_job", D2)
+    requests = daemon.tick()
+    flagged = [r for r in requests if r.run_key and r.run_key.startswith("flags:")]
+    # after the night's plan: sessions[D1] with the flag, then what reads it
+    assert requests[-len(flagged) :] == flagged
+    assert _plan(flagged)[0] == ("models_job", D1, ["sessions"])
+    assert ("dimensions_job", None, ["users"]) in _plan(flagged)
+    assert all(r.run_key == f"flags:{nightly.run_id}:{i}" for i, r in enumerate(flagged))
+    for request in requests:
+        daemon.launch(request)
+    manifest = Warehouse(settings.warehouse_path).read_manifest("sessions", D1)
+    assert manifest is not None and manifest["flags"] == {
+        "gap_2m": {"parameters": {"session_gap_seconds": 120}}
+    }
+    assert flag_plan(settings) == ([], [])  # up to date now: the next night plans nothing for flags
