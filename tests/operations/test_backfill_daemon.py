@@ -6,8 +6,10 @@ them, on a temporary ``DAGSTER_HOME`` whose ``dagster.yaml`` is the project's ow
 queue, at most 3 runs, the models queue, the ``warehouse_io`` pool of 2). The landing folders of
 two days have not arrived when the backfill runs: those days ingest nothing, and their
 ``events`` gate fails (``volume_not_zero``: 0 rows where the earlier days had 60), so their runs
-fail. The folders then land and only those two days are re-run with ``--partitions``, the
-documented way, while the daemon keeps running.
+fail. The folders then land and only those two days are re-run, the documented way: the days
+``analytics-pipeline missing --start D1 --end D10`` prints as the backfill's ``--partitions``,
+while the daemon keeps running. The code location is the project's, its steps in their run's
+process (``LOCATION`` below); the CLI commands are the README's with this workspace file.
 
 Checked from the instance's records and the files:
 
@@ -15,7 +17,10 @@ Checked from the instance's records and the files:
 - no DuckDB (or SQLite) lock error anywhere: event logs, step stdout/stderr, the daemon's log;
 - the limits held: at no instant more runs in progress than ``max_concurrent_runs`` (from each
   run's launch to its end) and never more ``warehouse_io`` steps at once than the pool's limit
-  (from each step's worker start, after it got its slot, to its end).
+  (from each step's start, after it got its slot, to its end);
+- and the pool binds, deterministically: the test holds its slots when the daemon starts; the
+  queue launches the freshness sensor's run, queued after the backfill's, while every backfill run
+  stays queued (its first step needs the full pool), until the test gives the slots back.
 
 The daemon helpers here are shared with ``test_nightly_daemon.py``.
 """
@@ -54,6 +59,9 @@ MODELS_QUEUE_LIMIT = {
     t["key"]: t["limit"] for t in INSTANCE["concurrency"]["runs"]["tag_concurrency_limits"]
 }["analytics/models_queue"]
 POOL_STEPS = {"ingest_arrival_day", "dedupe_events_day"}  # nightly_job's steps, both pool="warehouse_io"
+BLOCKED_BY_POOL = f"blocked by limit for pool {POOL}"  # Dagster's engine event while a step waits for a slot
+SLOT_HOLDER = "slots-held-by-the-test"  # no run has this id: the run monitor never frees its slots
+FRESHNESS_SENSOR = "final_models_freshness_sensor"  # on by default: its first tick queues a run
 TERMINAL = {DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED}
 # DuckDB: "IO Error: Could not set lock on file ... Conflicting lock is held in ..."; SQLite: "database is locked"
 LOCK_ERRORS = re.compile(
@@ -319,7 +327,34 @@ def test_backfill_through_the_daemon_holds_the_limits_and_reruns_only_the_failed
             return {r.dagster_run.tags.get("dagster/partition", r.dagster_run.job_name): r.dagster_run.status.value
                     for r in runs_of(instance)}  # fmt: skip
 
+        # The pool binds, deterministically: its slots are held (as by steps of other runs) when the
+        # daemon starts. The run queue then holds back every run whose first step needs that pool
+        # (Dagster's block_op_concurrency_limited_runs, on by default) and launches the freshness
+        # sensor's run, queued after them, past them.
+        storage = instance.event_log_storage
+        storage.initialize_concurrency_limit_to_default(POOL)
+        for slot in range(POOL_LIMIT):
+            assert storage.claim_concurrency_slot(POOL, SLOT_HOLDER, f"held-{slot}").is_claimed
+
+        def queue_went_past() -> bool:
+            return any(
+                r.dagster_run.tags.get("dagster/sensor_name") == FRESHNESS_SENSOR
+                and r.dagster_run.status in TERMINAL
+                for r in runs_of(instance)
+            )
+
         with daemon(env, log, workspace) as proc:
+            wait_for(
+                "the queue to launch past the held runs",
+                queue_went_past,
+                BACKFILL_TIMEOUT_S,
+                proc,
+                log,
+                state,
+            )
+            held = runs_of(instance, tags={"dagster/backfill": first})
+            assert {r.dagster_run.status for r in held} == {DagsterRunStatus.QUEUED}, state()
+            storage.free_concurrency_slots_for_run(SLOT_HOLDER)  # the slots are given back: the backfill runs
             first_s = wait_for(
                 f"backfill {first}", finished(first, len(DAYS)), BACKFILL_TIMEOUT_S, proc, log, state
             )
@@ -374,7 +409,7 @@ def test_backfill_through_the_daemon_holds_the_limits_and_reruns_only_the_failed
         slots = pool.slot_count
         assert pool.claimed_slots == [], pool  # every slot was given back
         blocked = sum(
-            "blocked by limit for pool warehouse_io" in (e.user_message or "")
+            BLOCKED_BY_POOL in (e.user_message or "")
             for r in nightly
             for e in instance.all_logs(r.dagster_run.run_id, of_type=DagsterEventType.ENGINE_EVENT)
         )
