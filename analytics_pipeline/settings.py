@@ -78,7 +78,8 @@ class PipelineSettings(ConfigurableResource, BaseSettings):  # type: ignore[misc
         default="", description="Metric result cache; empty means <data_dir>/cache/metrics."
     )
     weekly_drill: str = Field(
-        default="all", description="The drill weekly_drill_schedule runs (analytics-pipeline drill --list), or all."
+        default="all",
+        description="The drill weekly_drill_schedule runs (analytics-pipeline drill --list), or all.",
     )
 
     @field_validator("partitions_start")
