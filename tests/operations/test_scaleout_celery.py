@@ -42,7 +42,7 @@ PROJECT_ROOT = Path(__file__).resolve().parents[2]
 PROFILE = PROJECT_ROOT / "deploy" / "scaleout"
 BIN = Path(sys.executable).parent
 START = date(2025, 5, 1)
-PARTITIONS = [(START + timedelta(days=i)).isoformat() for i in range(3)]
+PARTITIONS = [(START + timedelta(days=i)).isoformat() for i in range(2)]
 EVENTS_PER_DAY = 500
 WORKERS = 2
 BACKFILLS = ("nightly_job", "late_window_job", "models_job")  # one backfill each, in this order
