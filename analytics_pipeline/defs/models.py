@@ -50,6 +50,7 @@ from analytics_pipeline.models.plan import (
     DAILY_MODELS_JOB,
     DIMENSIONS_JOB,
     Blocked,
+    PlannedRun,
     plan_rebuilds,
     skip_message,
 )
@@ -204,13 +205,7 @@ def models_sensor(context: RunStatusSensorContext, settings: PipelineSettings) -
         context.log.warning(skip_message(name, day, blocked))
 
     runs = plan_rebuilds(planned_specs, {event_day}, Warehouse(settings.warehouse_path), on_skip=log_skip)
-    for position, run in enumerate(runs):
-        yield RunRequest(
-            run_key=f"models:{run_id}:{position}",
-            job_name=run.job,
-            partition_key=run.partition,
-            asset_selection=[AssetKey(name) for name in run.models],
-        )
+    yield from _run_requests(f"models:{run_id}", runs)
     # A flag change (assets/flags.yml) made partitions stale: the night's run rebuilds them too,
     # then what reads them, after the plan above (the models queue keeps the order).
     from analytics_pipeline.rollout import flag_plan  # rollout imports this module
@@ -218,9 +213,13 @@ def models_sensor(context: RunStatusSensorContext, settings: PipelineSettings) -
     stale, flag_runs = flag_plan(settings, on_skip=log_skip)
     if stale:
         context.log.info(f"{len(stale)} partitions were built with other flags than the flags file enables")
-    for position, run in enumerate(flag_runs):
+    yield from _run_requests(f"flags:{run_id}", flag_runs)
+
+
+def _run_requests(key_prefix: str, runs: list[PlannedRun]) -> Iterator[RunRequest]:
+    for position, run in enumerate(runs):
         yield RunRequest(
-            run_key=f"flags:{run_id}:{position}",
+            run_key=f"{key_prefix}:{position}",
             job_name=run.job,
             partition_key=run.partition,
             asset_selection=[AssetKey(name) for name in run.models],
