@@ -271,7 +271,16 @@ def _ui_command(instance: DagsterInstance, settings: PipelineSettings, args: arg
     env = [f"ANALYTICS_PARTITIONS_START={min(days)}"] if days else []
     if getattr(args, "data_dir", None):  # the UI's sensors must build into the same data
         env.append(f"ANALYTICS_DATA_DIR={Path(args.data_dir).resolve()}")
-    return " ".join([*env, f"DAGSTER_HOME={instance.root_directory} dagster dev -w workspace.yaml"])
+    dagster = _relative(Path(sys.executable).parent / "dagster")  # the venv's, not one on PATH
+    return " ".join([*env, f"DAGSTER_HOME={instance.root_directory} {dagster} dev -w workspace.yaml"])
+
+
+def _relative(path: Path) -> str:
+    """``path`` from the working directory when it lies below it (``.venv/bin/dagster``)."""
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
 
 
 def cmd_rollback(args: argparse.Namespace) -> int:

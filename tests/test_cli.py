@@ -26,6 +26,7 @@ from tests.conftest import message, query, write_lines
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
+DAGSTER = BIN / "dagster"
 D1, D2 = "2025-01-10", "2025-01-11"
 
 
@@ -60,8 +61,9 @@ def test_run_without_dagster_home_runs_the_landing_days_in_order_and_publishes(t
     # the UI on this instance and data, its partitions starting at the first day (bars not 0% filled)
     assert lines[-1] == (
         f"Runs recorded in {home}; open the UI: ANALYTICS_PARTITIONS_START={D1} "
-        f"ANALYTICS_DATA_DIR={tmp_path / 'data'} DAGSTER_HOME={home} dagster dev -w workspace.yaml"
+        f"ANALYTICS_DATA_DIR={tmp_path / 'data'} DAGSTER_HOME={home} {DAGSTER} dev -w workspace.yaml"
     )
+    assert DAGSTER.exists()  # the venv's own dagster: a new user has no dagster on PATH
 
     # the instance it created: the demo's dagster.yaml, and the runs recorded in it
     assert (home / "dagster.yaml").read_text() == DAGSTER_YAML
