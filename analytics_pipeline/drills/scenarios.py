@@ -118,6 +118,17 @@ def _check_served(sb: Sandbox, probe: Probe, day: str, before: dict[str, str | N
     probe.check(not sb.journals(), "no publish left half done (no journal)")
 
 
+def _rerun_publishes(sb: Sandbox, probe: Probe, day: str, tag: str, recovery: str) -> None:
+    """After a failed publish: the rerun completes, publishes the 25 new ``tag`` messages, reconciles."""
+    outcome = sb.nightly(day)
+    probe.recovered(recovery)
+    probe.check(outcome.success, f"the rerun completed {outcome.failures or ''}".strip())
+    probe.check(count_ids(sb, EVENTS, tag, day) == 25, f"events {day}: the 25 new messages are published")
+    problems = sb.reconciliation(day)
+    probe.check(not problems, f"counts reconcile {problems or ''}".strip())
+    probe.check(not sb.journals(), "no journal left")
+
+
 # --- 1. a whole day re-delivered twice -----------------------------------------------------------
 
 
@@ -242,13 +253,7 @@ def sigkill_mid_publish(sb: Sandbox, probe: Probe) -> None:
     probe.fault(f"nightly_job {day} SIGKILLed at {marker.split()[1]} (exit {code})")
     probe.check(code == -signal.SIGKILL, f"the run died by SIGKILL ({code})")
     _check_served(sb, probe, day, before, "after the kill")
-    outcome = sb.nightly(day)
-    probe.recovered(f"nightly_job {day} rerun")
-    probe.check(outcome.success, f"the rerun completed {outcome.failures or ''}".strip())
-    probe.check(count_ids(sb, EVENTS, "kill", day) == 25, f"events {day}: the 25 new messages are published")
-    problems = sb.reconciliation(day)
-    probe.check(not problems, f"counts reconcile {problems or ''}".strip())
-    probe.check(not sb.journals(), "no journal left")
+    _rerun_publishes(sb, probe, day, "kill", f"nightly_job {day} rerun")
 
 
 def _wait_for_line(child: subprocess.Popen[str], prefix: str) -> str | None:
@@ -525,13 +530,7 @@ def disk_full(sb: Sandbox, probe: Probe, mode: str = "auto") -> None:
             f"with an out-of-space error: {[f[:160] for f in failed.failures[:1]]}",
         )
         _check_served(sb, probe, day, before, "after the failed write")
-        outcome = sb.nightly(day)
-        probe.recovered(f"space freed and nightly_job {day} rerun")
-        probe.check(outcome.success, f"the rerun succeeded {outcome.failures or ''}".strip())
-        probe.check(count_ids(sb, EVENTS, "disk", day) == 25, f"events {day}: the new messages are published")
-        problems = sb.reconciliation(day)
-        probe.check(not problems, f"counts reconcile {problems or ''}".strip())
-        probe.check(not sb.journals(), "no journal left")
+        _rerun_publishes(sb, probe, day, "disk", f"space freed and nightly_job {day} rerun")
 
 
 @contextmanager
