@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +36,34 @@ def message(**overrides: Any) -> dict[str, Any]:
     }
     base.update(overrides)
     return {k: v for k, v in base.items() if v is not None}
+
+
+def signup_day(
+    day: str,
+    persons: Iterable[int] = range(6),
+    hour: Callable[[int], str] = lambda person: f"1{person % 10}",
+    signed_up_properties: dict[str, Any] | None = None,
+) -> list[dict[str, Any]]:
+    """Each person: a page view, a product view, then a sign-up that links anonymousId to userId.
+
+    A day every model has something to build from (sessions, a funnel, identities, retention).
+    """
+    signed_up = {"method": "email"} if signed_up_properties is None else signed_up_properties
+    rows = []
+    for person in persons:
+        for step, (kind, name) in enumerate(
+            [("page", None), ("track", "Product Viewed"), ("track", "Signed Up")]
+        ):
+            at = f"{day}T{hour(person)}:0{step}:00.000Z"
+            rows.append(
+                message(
+                    messageId=f"{day}-{person}-{step}", type=kind, event=name, anonymousId=f"anon-{person}",
+                    userId=f"user-{person}" if name == "Signed Up" else None, timestamp=at, receivedAt=at,
+                    properties={"path": "/pricing"} if kind == "page"
+                    else signed_up if name == "Signed Up" else {"product_id": "p1", "price": 9.5, "currency": "USD"},
+                )
+            )  # fmt: skip
+    return rows
 
 
 def write_lines(settings: PipelineSettings, day: str, name: str, records: list[Any]) -> Path:

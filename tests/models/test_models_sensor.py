@@ -30,7 +30,7 @@ from analytics_pipeline.defs.models import MODELS_QUEUE_TAG, model_asset, models
 from analytics_pipeline.rollout import flag_plan
 from analytics_pipeline.settings import PipelineSettings
 from analytics_pipeline.warehouse.storage import Warehouse
-from tests.conftest import message, write_lines
+from tests.conftest import message, signup_day, write_lines
 
 D1, D2 = "2025-01-10", "2025-01-11"
 SPECS = {spec.name: spec for spec in planned_specs}
@@ -40,22 +40,8 @@ ALL_DAILY = ["identities", "person_events", "persons", "daily_active_users", "ev
 
 
 def _day(day: str, extra: Sequence[dict[str, Any]] = ()) -> list[dict[str, Any]]:
-    """Six persons: a page view, a product view, then a sign-up that links anonymousId to userId."""
-    rows = []
-    for person in range(6):
-        for step, (kind, name) in enumerate(
-            [("page", None), ("track", "Product Viewed"), ("track", "Signed Up")]
-        ):
-            at = f"{day}T1{person}:0{step}:00.000Z"
-            rows.append(
-                message(
-                    messageId=f"{day}-{person}-{step}", type=kind, event=name, anonymousId=f"anon-{person}",
-                    userId=f"user-{person}" if name == "Signed Up" else None, timestamp=at, receivedAt=at,
-                    properties={"path": "/pricing"} if kind == "page"
-                    else {} if name == "Signed Up" else {"product_id": "p1", "price": 9.5, "currency": "USD"},
-                )
-            )  # fmt: skip
-    return rows + list(extra)
+    """Six persons signing up (sign-ups without properties), plus ``extra``."""
+    return signup_day(day, signed_up_properties={}) + list(extra)
 
 
 class Daemon:

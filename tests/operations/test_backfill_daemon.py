@@ -47,7 +47,7 @@ from analytics_pipeline.cli import DAGSTER_YAML, DAGSTER_YAML_PATH
 from analytics_pipeline.quality.gate_status import failed_checks
 from analytics_pipeline.settings import PipelineSettings
 from analytics_pipeline.warehouse.storage import Warehouse
-from tests.conftest import message, write_lines
+from tests.conftest import signup_day, write_lines
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -277,20 +277,7 @@ def lock_errors(instance: DagsterInstance, dagster_home: Path, daemon_log: Path)
 def write_day(settings: PipelineSettings, day: str) -> None:
     """One arrival day: 20 persons with a page view, a product view and a sign-up, a re-delivered
     line and a malformed one (so dedupe and quarantine have work), all dated that day."""
-    rows: list[Any] = []
-    for person in range(PERSONS):
-        for step, (kind, name) in enumerate(
-            [("page", None), ("track", "Product Viewed"), ("track", "Signed Up")]
-        ):
-            at = f"{day}T{person % 24:02d}:0{step}:00.000Z"
-            rows.append(
-                message(
-                    messageId=f"{day}-{person}-{step}", type=kind, event=name, anonymousId=f"anon-{person}",
-                    userId=f"user-{person}" if name == "Signed Up" else None, timestamp=at, receivedAt=at,
-                    properties={"path": "/pricing"} if kind == "page"
-                    else {"method": "email"} if name == "Signed Up" else {"product_id": "p1", "price": 9.5, "currency": "USD"},
-                )
-            )  # fmt: skip
+    rows: list[Any] = signup_day(day, range(PERSONS), hour=lambda person: f"{person % 24:02d}")
     rows += [rows[0], "{not json"]
     write_lines(settings, day, "part-000.jsonl", rows)
 

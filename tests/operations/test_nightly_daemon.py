@@ -50,7 +50,6 @@ import subprocess
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import pytest
 import yaml
@@ -72,7 +71,7 @@ from analytics_pipeline.defs.models import planned_specs
 from analytics_pipeline.quality.gate_status import failed_checks
 from analytics_pipeline.settings import PipelineSettings
 from analytics_pipeline.warehouse.storage import Warehouse
-from tests.conftest import message, write_lines
+from tests.conftest import message, signup_day, write_lines
 from tests.operations.test_backfill_daemon import (
     BIN,
     DAGSTER,
@@ -105,25 +104,6 @@ MODEL_JOBS = {"models_job", "dimensions_job"}
 def latest_nightly_tick(now: datetime) -> datetime:
     tick = now.replace(hour=SCHEDULE_HOUR_UTC, minute=0, second=0, microsecond=0)
     return tick if tick <= now else tick - timedelta(days=1)
-
-
-def day_events(day: str, persons: range) -> list[dict[str, Any]]:
-    """Each person: a page view, a product view, then a sign-up linking anonymousId to userId."""
-    rows = []
-    for person in persons:
-        for step, (kind, name) in enumerate(
-            [("page", None), ("track", "Product Viewed"), ("track", "Signed Up")]
-        ):
-            at = f"{day}T1{person % 10}:0{step}:00.000Z"
-            rows.append(
-                message(
-                    messageId=f"{day}-{person}-{step}", type=kind, event=name, anonymousId=f"anon-{person}",
-                    userId=f"user-{person}" if name == "Signed Up" else None, timestamp=at, receivedAt=at,
-                    properties={"path": "/pricing"} if kind == "page"
-                    else {"method": "email"} if name == "Signed Up" else {"product_id": "p1", "price": 9.5, "currency": "USD"},
-                )
-            )  # fmt: skip
-    return rows
 
 
 def plant_storm_gate(suites: Path) -> Path:
@@ -190,7 +170,7 @@ def test_a_night_through_the_daemon(tmp_path: Path) -> None:
 
     # the three previous days, built as `analytics-pipeline run` builds them (runs in process)
     for day in (p3, p2, p1):
-        write_lines(settings, day, "part-000.jsonl", day_events(day, range(6)))
+        write_lines(settings, day, "part-000.jsonl", signup_day(day))
     done = subprocess.run(
         [str(BIN / "analytics-pipeline"), "run", "--start", p3, "--end", p1],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600,
@@ -209,7 +189,7 @@ def test_a_night_through_the_daemon(tmp_path: Path) -> None:
     ]  # fmt: skip
     storm = message(messageId="storm-1", anonymousId="anon-8", timestamp=f"{p2}T22:00:00Z",
                     receivedAt=f"{night}T00:20:00Z")  # fmt: skip
-    write_lines(settings, night, "part-000.jsonl", day_events(night, range(6)) + late)
+    write_lines(settings, night, "part-000.jsonl", signup_day(night) + late)
     write_lines(settings, night, "retries.jsonl", [storm] * STORM_DELIVERIES)
 
     # turn automation on as a user does (README, "Schedule"), while no daemon runs

@@ -34,31 +34,12 @@ from analytics_pipeline.ingest import arrival_day
 from analytics_pipeline.models.build import build_model
 from analytics_pipeline.settings import PipelineSettings
 from analytics_pipeline.warehouse.storage import Warehouse
-from tests.conftest import message, write_lines
+from tests.conftest import signup_day, write_lines
 
 D1 = "2025-01-10"
 SPECS = {spec.name: spec for spec in planned_specs}
 # the longest a first retry may wait: delay * (2**1 - 1), plus the jitter of +- delay
 FIRST_RETRY_MAX_WAIT_S = 2 * (STEP_RETRY_POLICY.delay or 0)
-
-
-def _day(day: str) -> list[dict[str, Any]]:
-    """Six persons: a page view, a product view, then a sign-up that links anonymousId to userId."""
-    rows = []
-    for person in range(6):
-        for step, (kind, name) in enumerate(
-            [("page", None), ("track", "Product Viewed"), ("track", "Signed Up")]
-        ):
-            at = f"{day}T1{person}:0{step}:00.000Z"
-            rows.append(
-                message(
-                    messageId=f"{day}-{person}-{step}", type=kind, event=name, anonymousId=f"anon-{person}",
-                    userId=f"user-{person}" if name == "Signed Up" else None, timestamp=at, receivedAt=at,
-                    properties={"path": "/pricing"} if kind == "page"
-                    else {"method": "email"} if name == "Signed Up" else {"product_id": "p1", "price": 9.5, "currency": "USD"},
-                )
-            )  # fmt: skip
-    return rows
 
 
 def fails_once(real: Callable[..., Any], error: Exception) -> Callable[..., Any]:
@@ -104,7 +85,7 @@ def test_every_step_has_the_one_retry_policy() -> None:
 def test_a_transient_error_is_retried_and_the_step_succeeds(
     settings: PipelineSettings, dagster_instance: DagsterInstance, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    write_lines(settings, D1, "a.jsonl", _day(D1))
+    write_lines(settings, D1, "a.jsonl", signup_day(D1))
     # both steps of nightly_job meet a flaky file system once: an I/O error, then it works
     monkeypatch.setattr(
         arrival_day, "ingest_arrival_day",
@@ -145,7 +126,7 @@ def test_a_transient_error_is_retried_and_the_step_succeeds(
 def test_a_model_step_retries_a_transient_error(
     settings: PipelineSettings, dagster_instance: DagsterInstance
 ) -> None:
-    write_lines(settings, D1, "a.jsonl", _day(D1))
+    write_lines(settings, D1, "a.jsonl", signup_day(D1))
     assert (
         run_defs(settings)
         .resolve_job_def("nightly_job")
@@ -167,7 +148,7 @@ def test_a_model_step_retries_a_transient_error(
 
 
 def test_a_failed_gate_is_not_retried(settings: PipelineSettings, dagster_instance: DagsterInstance) -> None:
-    write_lines(settings, D1, "a.jsonl", _day(D1))
+    write_lines(settings, D1, "a.jsonl", signup_day(D1))
     assert (
         run_defs(settings)
         .resolve_job_def("nightly_job")
