@@ -52,6 +52,7 @@ FREQUENT_LG_MAX_K = 10  # up to 768 tracked items per sketch
 CM_HASHES = count_min_sketch.suggest_num_hashes(0.99)  # 5
 CM_BUCKETS = count_min_sketch.suggest_num_buckets(0.001)  # error at most 0.1% of the day's events
 BOUND_STD_DEVS = 2
+FETCH_ROWS = 100_000  # rows fetched into Python at a time
 PERSON_DIMENSIONS = ("event", "page_path", "library")
 FREQUENT_DIMENSIONS = {"page_path": "type = 'page'", "event": "type = 'track'"}
 
@@ -103,13 +104,6 @@ class Estimate:
     upper_bound: float
 
 
-def _hll(person_ids: Iterable[str]) -> hll_sketch:
-    sketch = hll_sketch(HLL_LG_K, HLL_TYPE)
-    for person_id in person_ids:
-        sketch.update(person_id)
-    return sketch
-
-
 def _hll_row(day: Any, dimension: str, value: str | None, sketch: hll_sketch, exact: int) -> dict[str, Any]:
     return {
         "sketch_date": day,
@@ -124,34 +118,43 @@ def _hll_row(day: Any, dimension: str, value: str | None, sketch: hll_sketch, ex
     }
 
 
-def _grouped(rows: Iterable[tuple[str, str, str]]) -> Iterator[tuple[tuple[str, str], list[str]]]:
-    """(dimension, value, person) rows sorted by the first two -> ((dimension, value), persons)."""
+def _streamed(con: Any, sql: str) -> Iterator[tuple[Any, ...]]:
+    """A query's rows in bounded batches: a 10M-event day has millions of (dimension, person) rows."""
+    cursor = con.execute(sql)
+    while batch := cursor.fetchmany(FETCH_ROWS):
+        yield from batch
+
+
+def _hll_groups(rows: Iterable[tuple[str, str, str]]) -> Iterator[tuple[tuple[str, str], hll_sketch, int]]:
+    """(dimension, value, person) rows sorted by the first two -> one HLL sketch and exact count per group."""
     key: tuple[str, str] | None = None
-    persons: list[str] = []
+    sketch, members = hll_sketch(HLL_LG_K, HLL_TYPE), 0
     for dimension, value, person in rows:
         if (dimension, value) != key:
             if key is not None:
-                yield key, persons
-            key, persons = (dimension, value), []
-        persons.append(person)
+                yield key, sketch, members
+            key, sketch, members = (dimension, value), hll_sketch(HLL_LG_K, HLL_TYPE), 0
+        sketch.update(person)
+        members += 1
     if key is not None:
-        yield key, persons
+        yield key, sketch, members
 
 
 def sketch_rows(con: Any, relation: str, day: Any) -> list[dict[str, Any]]:
     """Every sketch of one day's rows of ``relation`` (a person_events partition)."""
     rows: list[dict[str, Any]] = []
-    persons = [r[0] for r in con.execute(f"SELECT DISTINCT person_id FROM {relation} ORDER BY 1").fetchall()]
-    rows.append(_hll_row(day, "all", None, _hll(persons), len(persons)))
+    everyone = _streamed(con, f"SELECT DISTINCT 'all', NULL, person_id FROM {relation} ORDER BY 3")
+    for _, sketch, members in _hll_groups(everyone):
+        rows.append(_hll_row(day, "all", None, sketch, members))
+    if not rows:  # no events: an empty sketch of nobody
+        rows.append(_hll_row(day, "all", None, hll_sketch(HLL_LG_K, HLL_TYPE), 0))
     union = " UNION ALL ".join(
         f"SELECT '{d}' AS dimension, {d} AS value, person_id FROM {relation} WHERE {d} IS NOT NULL"
         for d in PERSON_DIMENSIONS
     )
-    grouped = con.execute(
-        f"SELECT DISTINCT dimension, value, person_id FROM ({union}) ORDER BY 1, 2, 3"
-    ).fetchall()
-    for (dimension, value), members in _grouped(grouped):
-        rows.append(_hll_row(day, dimension, value, _hll(members), len(members)))
+    grouped = _streamed(con, f"SELECT DISTINCT dimension, value, person_id FROM ({union}) ORDER BY 1, 2, 3")
+    for (dimension, value), sketch, members in _hll_groups(grouped):
+        rows.append(_hll_row(day, dimension, value, sketch, members))
     for dimension, where in FREQUENT_DIMENSIONS.items():
         counts = con.execute(
             f"SELECT {dimension}, count(*) FROM {relation} WHERE {where} AND {dimension} IS NOT NULL "
@@ -168,11 +171,11 @@ def sketch_rows(con: Any, relation: str, day: Any) -> list[dict[str, Any]]:
                 "upper_bound": float(total), "exact_count": total,
             }
         )  # fmt: skip
-    per_person = con.execute(f"SELECT person_id, count(*) FROM {relation} GROUP BY 1 ORDER BY 1").fetchall()
     count_min = count_min_sketch(CM_HASHES, CM_BUCKETS)
-    for person, events in per_person:
+    total = 0
+    for person, events in _streamed(con, f"SELECT person_id, count(*) FROM {relation} GROUP BY 1 ORDER BY 1"):
         count_min.update(str(person), float(events))
-    total = sum(int(n) for _, n in per_person)
+        total += int(events)
     rows.append(
         {
             "sketch_date": day, "kind": "count_min", "dimension": "person_id", "value": None,
