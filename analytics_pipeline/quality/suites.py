@@ -8,7 +8,9 @@ GX validates each expectation's name and arguments.
 
 Suites run on the staged partition before it is published. GX's SQL datasource fails on
 DuckDB (see DESIGN.md), so the staged Parquet file is read into pandas, only the columns
-the expectations name, and validated through an ephemeral GX context.
+the expectations name, and validated through an ephemeral GX context: as one frame up to
+``suite_chunks.SUITE_CHUNK_ROWS`` rows, in chunks above that (suite_chunks.py says how, and
+which expectations still read their columns whole).
 """
 
 from __future__ import annotations
@@ -172,10 +174,10 @@ def suite_for(asset: str, directory: Path) -> AssetSuite | None:
     return load_suites(directory).get(asset)
 
 
-def columns_needed(suite: AssetSuite) -> list[str] | None:
+def columns_needed(expectations: Iterable[Expectation]) -> list[str] | None:
     """Only these columns are read into pandas; None means every column."""
     needed: set[str] = set()
-    for expectation in suite.expectations:
+    for expectation in expectations:
         if expectation.type.startswith("expect_table_column"):
             return None
         needed.update(str(expectation.kwargs[k]) for k in COLUMN_ARGUMENTS if k in expectation.kwargs)
@@ -183,12 +185,18 @@ def columns_needed(suite: AssetSuite) -> list[str] | None:
     return sorted(needed)
 
 
-def read_frame(path: Path, columns: Iterable[str] | None) -> pd.DataFrame:
-    wanted = None if columns is None else list(columns)
+def present_columns(path: Path, columns: Iterable[str] | None) -> list[str] | None:
+    """The wanted columns the file has: a missing column fails its expectation, not the read."""
+    if columns is None:
+        return None
     present = set(pq.read_schema(path).names)
-    if wanted is not None:
-        wanted = [c for c in wanted if c in present]  # a missing column fails its expectation
-    return pq.read_table(path, columns=wanted).to_pandas()
+    return [c for c in columns if c in present]
+
+
+def read_frame(path: Path, columns: Iterable[str] | None) -> pd.DataFrame:
+    """Dates stay ``datetime.date`` objects: as datetime64 (smaller) GX cannot compare them
+    with the ``partition_date`` parameter, and the values listed in outcomes would change."""
+    return pq.read_table(path, columns=present_columns(path, columns)).to_pandas()
 
 
 @cache
@@ -233,14 +241,22 @@ def _exception_message(info: Any) -> str | None:
     return str(nested[0].get("exception_message")) if nested else None
 
 
-def run_suite(
-    suite: AssetSuite, frame: pd.DataFrame, parameters: Mapping[str, Any] | None = None
-) -> list[CheckOutcome]:
-    """Validate a partition's rows; one outcome per expectation, in the suite's order."""
-    if not suite.expectations:
-        return []
-    gx_suite = gx.ExpectationSuite(name=suite.asset)
-    for expectation in suite.expectations:
+@dataclass(frozen=True)
+class ExpectationResult:
+    """What an outcome needs of one GX result (or of per-chunk results merged, suite_chunks.py)."""
+
+    success: bool
+    details: dict[str, Any]  # GX's ``result``: element_count, unexpected_count, observed_value...
+    evaluated_kwargs: dict[str, Any]  # the arguments with $PARAMETER values filled in
+    error: str | None = None
+
+
+def validate_frame(
+    expectations: Iterable[Expectation], frame: pd.DataFrame, parameters: Mapping[str, Any] | None = None
+) -> dict[str, ExpectationResult]:
+    """GX's result of each expectation on these rows, by check name."""
+    gx_suite = gx.ExpectationSuite(name="staged")
+    for expectation in expectations:
         gx_suite.add_expectation_configuration(
             ExpectationConfiguration(
                 type=expectation.type,
@@ -254,41 +270,52 @@ def run_suite(
         expectation_parameters=dict(parameters or {}),
         result_format={"result_format": "SUMMARY", "partial_unexpected_count": PARTIAL_UNEXPECTED},
     )
-    by_name = {r.expectation_config.meta["check_name"]: r for r in validation.results}
-    outcomes = []
-    for expectation in suite.expectations:
-        result = by_name[expectation.name]
-        details = result.result or {}
-        error = _exception_message(result.exception_info)
-        unexpected = details.get("unexpected_count")
-        passed = bool(result.success) and not error
-        if error:
-            summary = f"could not be evaluated: {error}"
-        elif unexpected is not None:
-            summary = f"{unexpected} unexpected of {details.get('element_count')} rows"
-        else:
-            summary = f"observed {_plain(details.get('observed_value'))}"
-        outcomes.append(
-            CheckOutcome(
-                name=expectation.name,
-                passed=passed,
-                description=f"{expectation.description}: {summary}",
-                severity=expectation.severity,
-                metadata={
-                    "expectation": expectation.type,
-                    "kwargs": _plain(dict(expectation.kwargs)),
-                    "evaluated_kwargs": _plain(
-                        {k: v for k, v in result.expectation_config.kwargs.items() if k != "batch_id"}
-                    ),
-                    "success": bool(result.success),
-                    "severity": expectation.severity.value,
-                    "unexpected_count": unexpected,
-                    "unexpected_percent": _plain(details.get("unexpected_percent")),
-                    "partial_unexpected_list": _plain(details.get("partial_unexpected_list", [])),
-                    "observed_value": _plain(details.get("observed_value")),
-                    "element_count": details.get("element_count"),
-                    **({"error": error} if error else {}),
-                },
-            )
+    return {
+        r.expectation_config.meta["check_name"]: ExpectationResult(
+            success=bool(r.success),
+            details=dict(r.result or {}),
+            evaluated_kwargs={k: v for k, v in r.expectation_config.kwargs.items() if k != "batch_id"},
+            error=_exception_message(r.exception_info),
         )
-    return outcomes
+        for r in validation.results
+    }
+
+
+def outcome(expectation: Expectation, result: ExpectationResult) -> CheckOutcome:
+    details, error = result.details, result.error
+    unexpected = details.get("unexpected_count")
+    if error:
+        summary = f"could not be evaluated: {error}"
+    elif unexpected is not None:
+        summary = f"{unexpected} unexpected of {details.get('element_count')} rows"
+    else:
+        summary = f"observed {_plain(details.get('observed_value'))}"
+    return CheckOutcome(
+        name=expectation.name,
+        passed=result.success and not error,
+        description=f"{expectation.description}: {summary}",
+        severity=expectation.severity,
+        metadata={
+            "expectation": expectation.type,
+            "kwargs": _plain(dict(expectation.kwargs)),
+            "evaluated_kwargs": _plain(result.evaluated_kwargs),
+            "success": result.success,
+            "severity": expectation.severity.value,
+            "unexpected_count": unexpected,
+            "unexpected_percent": _plain(details.get("unexpected_percent")),
+            "partial_unexpected_list": _plain(details.get("partial_unexpected_list", [])),
+            "observed_value": _plain(details.get("observed_value")),
+            "element_count": details.get("element_count"),
+            **({"error": error} if error else {}),
+        },
+    )
+
+
+def run_suite(
+    suite: AssetSuite, frame: pd.DataFrame, parameters: Mapping[str, Any] | None = None
+) -> list[CheckOutcome]:
+    """Validate a partition's rows; one outcome per expectation, in the suite's order."""
+    if not suite.expectations:
+        return []
+    results = validate_frame(suite.expectations, frame, parameters)
+    return [outcome(e, results[e.name]) for e in suite.expectations]
