@@ -50,7 +50,7 @@ from analytics_pipeline.quality.suites import (
     validate_frame,
 )
 
-SUITE_CHUNK_ROWS = 1_000_000  # rows per pandas frame given to GX; a bigger file is chunked
+SUITE_CHUNK_ROWS = 500_000  # rows per pandas frame given to GX (about 0.35 GB); a bigger file is chunked
 UNIQUENESS = {
     "expect_column_values_to_be_unique",
     "expect_compound_columns_to_be_unique",
