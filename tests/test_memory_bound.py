@@ -31,7 +31,7 @@ import duckdb
 from analytics_pipeline.events.dedupe import dedupe_events_day
 from analytics_pipeline.sample_data.generator import generate
 from analytics_pipeline.settings import PipelineSettings
-from analytics_pipeline.warehouse.storage import Warehouse
+from analytics_pipeline.warehouse.storage import WIDE_PARQUET, Warehouse
 from analytics_pipeline.warehouse.tables import EVENT_ID_CONFLICTS, EVENTS, RAW_EVENTS
 
 SCRIPT = Path(__file__).resolve().parent / "scripts" / "ingest_and_build.py"
@@ -157,3 +157,41 @@ def test_events_step_keeps_only_narrow_columns_in_memory(tmp_path: Path) -> None
     assert kept == (WIDE_ROWS, 2)  # the first delivery wins; re-deliveries are counted
     # the snapshot links the step reads through are gone afterwards
     assert [p for p in (warehouse.root / "_staging").rglob("*") if p.is_file()] == []
+
+
+WIDE_PROPERTIES_BYTES = 1024  # 1 KiB of properties and 1 KiB of context per event: wide sorted rows
+
+
+def test_events_sorted_write_of_wide_rows_within_a_small_limit(tmp_path: Path) -> None:
+    """Regression: the sorted write of the day's events sorted several time slices at once with
+    two threads, and read row groups of ~250 MB, and ran out of memory (a 3M-event day at 1 GB
+    and even at 2 GB). Here about 400 MB of wide properties and context, landed out of time
+    order and stored as ingest stores raw_events, are written in time order under 512MB."""
+    day = "2025-06-02"
+    settings = PipelineSettings(data_dir=str(tmp_path), duckdb_memory_limit="512MB", duckdb_threads=2)
+    warehouse = Warehouse(settings.warehouse_path)
+    wide = f"json_object('product_id', 'p1', 'blob', repeat(md5(message_id), {WIDE_PROPERTIES_BYTES // 32}))"
+    rows = _raw_rows(day, day, 0, WIDE_ROWS, conflict=False, delay_ms=10)
+    staged = warehouse.staging_file(RAW_EVENTS, day, "wide")
+    con = duckdb.connect()
+    try:  # landing order is not time order: every time slice reads every row group
+        con.execute(
+            f"COPY (SELECT * REPLACE ({wide} AS properties, {wide} AS context, 'x' AS raw_line) "
+            f"FROM ({rows}) ORDER BY hash(message_id)) TO '{staged}' ({WIDE_PARQUET})"
+        )
+    finally:
+        con.close()
+    warehouse.publish(staged, RAW_EVENTS, day, versions_kept=1)
+
+    result = dedupe_events_day(settings, day)
+
+    assert result.counts["events"] == WIDE_ROWS
+    con = duckdb.connect()
+    try:
+        in_order = con.execute(
+            "SELECT bool_and(timestamp >= previous) FROM (SELECT timestamp, lag(timestamp) OVER () AS previous "
+            f"FROM read_parquet('{warehouse.partition_file(EVENTS, day)}'))"
+        ).fetchone()
+    finally:
+        con.close()
+    assert in_order == (True,)

@@ -138,30 +138,26 @@ def dedupe_events_day(settings: PipelineSettings, day: str, publish: bool = True
         )
         # every rank a row can have (a message delivered once ranks first)
         con.execute("CREATE TEMP TABLE copy_ranks AS SELECT DISTINCT copy_rank FROM ranked UNION SELECT 1")
-        # Sorting the day's wide rows at once needs memory in proportion to the day: the rows
-        # are sorted in time slices of bounded size, concatenated in order (UNION ALL keeps it).
-        slices = " UNION ALL ".join(
-            f"""(SELECT c.message_id, c.type, c.event, c.user_id, c.anonymous_id, c.timestamp, c.event_date,
+        # Sorting the day's wide rows at once needs memory in proportion to the day: they are sorted
+        # one time slice of bounded size at a time and written, in slice order, by one writer.
+        # (DuckDB's ordered COPY of a UNION ALL of the sorted slices sorted several slices at once
+        # on two threads, out of memory at 3M events under 1 GB and even 2 GB; on one thread it
+        # wrote the last rows of a slice after later slices.)
+        write_sorted_slices(
+            con,
+            """SELECT c.message_id, c.type, c.event, c.user_id, c.anonymous_id, c.timestamp, c.event_date,
                    c.received_at, c.sent_at, c.original_timestamp, c.properties, c.traits, c.context,
                    c.schema_version, coalesce(x.deliveries, CASE WHEN x.pos IS NULL AND c.content_hash IS NOT NULL
                    THEN 1 END) AS deliveries, c.arrival_date, c.file_path, c.line_number
             FROM source c
             LEFT JOIN ranked x USING (pos)
             JOIN copy_ranks r ON r.copy_rank = coalesce(x.copy_rank, 1)
-            WHERE r.copy_rank = 1 AND (x.deliveries IS NOT NULL OR x.pos IS NULL AND c.content_hash IS NOT NULL)
-              AND {within}
-            ORDER BY c.timestamp, c.message_id)"""
-            for within in _time_slices(day, snapshot)
+            WHERE r.copy_rank = 1 AND (x.deliveries IS NOT NULL OR x.pos IS NULL AND c.content_hash IS NOT NULL)""",
+            _time_slices(day, snapshot),
+            "c.timestamp, c.message_id",
+            events_staged,
         )
-        # One thread for this statement: with two, DuckDB sorts several slices at once and holds
-        # their wide rows for the ordered write; a 3M-event day then ran out of memory even at the
-        # 2 GB default (measured; one thread: 1.1 GB peak RSS at a 1 GB limit).
         con.execute("SET preserve_insertion_order = true")
-        con.execute("SET threads = 1")
-        con.execute(
-            f"COPY ({slices}) TO '{events_staged}' (FORMAT parquet, COMPRESSION zstd{WIDE_ROW_GROUPS})"
-        )
-        con.execute(f"SET threads = {settings.duckdb_threads}")
         con.execute(
             f"""COPY (
             SELECT c.message_id, 'id_conflict' AS reason,
@@ -226,9 +222,29 @@ EVENT_COLUMNS_READ = (
     "sent_at", "original_timestamp", "properties", "traits", "context", "schema_version",
     "arrival_date", "file_path", "line_number",
 )  # fmt: skip
-WIDE_ROW_GROUPS = ", ROW_GROUP_SIZE_BYTES '32MB'"  # row groups of wide rows are cut by size: bounded memory
+WIDE_BATCH_ROWS = 16_384  # rows per batch and row group of the sorted write (~16-32 MB of wide rows)
 SLICE_BYTES = 128 * 10**6  # the rows of one time slice of events are about this big, to be sorted in memory
 MAX_SLICES = 1440  # one a minute
+
+
+def write_sorted_slices(con: Any, select: str, slices: list[str], order: str, path: Path) -> None:
+    """``select`` restricted to each slice condition in turn, sorted by ``order``, streamed as Arrow
+    batches into one Parquet file: rows sorted within a slice, slices in the given order.
+
+    Only one slice is sorted at a time, and the writer holds one batch (a row group) at a time.
+    JSON columns stay JSON (``arrow_lossless_conversion``), so the file's schema is the one
+    DuckDB's own writer gives."""
+    con.execute("SET arrow_lossless_conversion = true")
+    writer: pq.ParquetWriter | None = None
+    try:
+        for within in slices:
+            reader = con.sql(f"{select} AND {within} ORDER BY {order}").to_arrow_reader(WIDE_BATCH_ROWS)
+            writer = writer or pq.ParquetWriter(path, reader.schema, compression="zstd")
+            for batch in reader:
+                writer.write_batch(batch)
+    finally:
+        if writer is not None:
+            writer.close()
 
 
 def _time_slices(day: str, snapshot: list[Path]) -> list[str]:

@@ -42,7 +42,7 @@ from analytics_pipeline.quality import gate_status, sql_checks
 from analytics_pipeline.quality.outcomes import CheckOutcome, GateFailed
 from analytics_pipeline.quality.sql_checks import SqlCheck
 from analytics_pipeline.settings import PipelineSettings
-from analytics_pipeline.warehouse.storage import PublishResult, Warehouse
+from analytics_pipeline.warehouse.storage import WIDE_PARQUET, PublishResult, Warehouse
 from analytics_pipeline.warehouse.tables import FILE_LEDGER, QUARANTINED_EVENTS, RAW_EVENTS
 
 RAW_REQUIRED_COLUMNS = (
@@ -140,9 +140,7 @@ def ingest_arrival_day(settings: PipelineSettings, day: str, publish: bool = Tru
         raw_select = raw_events_select(f"({parse_sql('day_lines', rules)})", day)
         with staged_lines:  # every line judged as it is read; the accepted ones written
             con.register("day_lines", _stream(staged_lines.tee(reading.batches())))
-            con.execute(
-                f"COPY ({raw_select}) TO '{raw_staged}' (FORMAT parquet, COMPRESSION zstd)"
-            ).fetchall()
+            con.execute(f"COPY ({raw_select}) TO '{raw_staged}' ({WIDE_PARQUET})").fetchall()
             con.unregister("day_lines")
         landing = reading.result
         _write_ledger(landing, day, str(ledger_staged))
@@ -151,7 +149,7 @@ def ingest_arrival_day(settings: PipelineSettings, day: str, publish: bool = Tru
             con.register("day_lines", _stream(staged_lines.read()))
             con.execute(
                 f"COPY (SELECT * FROM ({raw_select}) ORDER BY {', '.join(RAW_EVENTS_ORDER)}) "
-                f"TO '{raw_staged}' (FORMAT parquet, COMPRESSION zstd)"
+                f"TO '{raw_staged}' ({WIDE_PARQUET})"
             ).fetchall()
             con.unregister("day_lines")
             rejected, _ = staged_lines.not_in(raw_staged)

@@ -64,6 +64,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 PUBLISHED_FILE = "part-0.parquet"
+# COPY options of the tables with wide rows (raw_events, events: a line or its JSON is ~1 KB):
+# row groups and their pages are cut by size, so a reader's buffers stay bounded (at 122,880
+# rows a row group of raw_events was ~250 MB, and its readers needed one 128 MB allocation
+# after another) and the time slices of the events step skip row groups outside their hours.
+WIDE_PARQUET = "FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE_BYTES '32MB'"
 STAGING_DIR = "_staging"
 VERSIONS_DIR = "_versions"
 MANIFESTS_DIR = "_manifests"

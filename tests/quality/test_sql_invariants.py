@@ -158,12 +158,18 @@ class _EventsSelectRewritten:
     def __init__(self, con: duckdb.DuckDBPyConnection, old: str, new: str) -> None:
         self._con, self._old, self._new = con, old, new
 
-    def execute(self, sql: str, *args: Any, **kwargs: Any) -> Any:
+    def _planted(self, sql: str) -> str:
         if EVENTS_SELECT_MARKER in sql:
             if self._old not in sql:  # the step's SQL changed: say so rather than plant nothing
                 raise AssertionError(f"the planted fault no longer applies: {self._old!r} not in {sql}")
             sql = sql.replace(self._old, self._new)
-        return self._con.execute(sql, *args, **kwargs)
+        return sql
+
+    def execute(self, sql: str, *args: Any, **kwargs: Any) -> Any:
+        return self._con.execute(self._planted(sql), *args, **kwargs)
+
+    def sql(self, sql: str, *args: Any, **kwargs: Any) -> Any:  # the events rows are streamed from a relation
+        return self._con.sql(self._planted(sql), *args, **kwargs)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._con, name)
