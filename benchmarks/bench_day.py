@@ -64,6 +64,7 @@ SEED, NEXT_SEED = 7, 8
 FAULTS = {"duplicate": 0.02, "id_conflict": 0.003, "late": 0.01, "malformed": 0.005}
 SPIKE_LIMIT = "1GB"
 STEP_RSS_BOUND_MIB = 1536  # the spike target: every step at most 1.5 GB
+REFERENCE_FALLBACK_LIMIT = "2GB"  # the settings' default, for a reference that fails at the spike's limit
 # Runs argv[1:] from a small process, so the child's ru_maxrss does not start at ours.
 LAUNCHER = "import subprocess, sys; sys.exit(subprocess.call(sys.argv[1:]))"
 
@@ -112,8 +113,13 @@ class PeakTracker:
 # --- children --------------------------------------------------------------------------
 
 
-def run_child(mode: str, args: list[str], env: dict[str, str] | None = None) -> dict[str, Any]:
-    """Run ``bench_day.py --_<mode> ...`` in a fresh process; its last stdout line is JSON."""
+def run_child(
+    mode: str, args: list[str], env: dict[str, str] | None = None, check: bool = True
+) -> dict[str, Any]:
+    """Run ``bench_day.py --_<mode> ...`` in a fresh process; its last stdout line is JSON.
+
+    With ``check=False`` a failed child gives ``{"ok": False, "error": ...}`` instead of raising,
+    so that one contender's failure does not lose the figures of the others."""
     command = [
         sys.executable,
         "-c",
@@ -130,6 +136,12 @@ def run_child(mode: str, args: list[str], env: dict[str, str] | None = None) -> 
     done = subprocess.run(command, cwd=PROJECT_ROOT, env=child_env, capture_output=True, text=True)
     wall = time.perf_counter() - started
     if done.returncode != 0:
+        if not check:
+            return {
+                "ok": False,
+                "error": done.stderr.strip().splitlines()[-12:],
+                "child_wall_s": round(wall, 3),
+            }
         raise RuntimeError(f"{mode} child failed ({done.returncode}):\n{done.stderr[-6000:]}")
     result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
     result["child_wall_s"] = round(wall, 3)
@@ -403,8 +415,20 @@ def measure(n: int, memory_limit: str | None, threads: int, base: Path, next_fra
     limit = memory_limit or pipeline["memory_limit"]
     print(f"reference {n:,} events ...", flush=True)
     reference = run_child(
-        "reference", [str(landing), str(data / "reference"), ",".join(days), limit, str(threads)]
+        "reference", [str(landing), str(data / "reference"), ",".join(days), limit, str(threads)], check=False
     )
+    if reference.get("ok") is False:  # the bare script has no backpressure: at 10M it fails at 1 GB
+        print(f"  the reference failed at {limit}: {reference['error'][-1]}; again at "
+              f"{REFERENCE_FALLBACK_LIMIT} ...", flush=True)  # fmt: skip
+        failed = reference
+        shutil.rmtree(data / "reference", ignore_errors=True)
+        reference = run_child("reference", [str(landing), str(data / "reference"), ",".join(days),
+                                            REFERENCE_FALLBACK_LIMIT, str(threads)])  # fmt: skip
+        reference["failed_at"] = {
+            "memory_limit": limit,
+            "error": failed["error"],
+            "wall_s": failed["child_wall_s"],
+        }
     result: dict[str, Any] = {
         "events": n,
         "events_processed": events_planted(gen),
@@ -475,7 +499,13 @@ def report(result: dict[str, Any]) -> str:
         f"  pipeline   {p['wall_s']:>8.1f} s {p['events_per_s']:>10,} events/s  peak RSS {p['peak_rss_mib']:>7,.0f} MiB"
         f"  cpu {p['cpu_s']:.1f} s  (ok={p['ok']})",
         f"  reference  {r['wall_s']:>8.1f} s {r['events_per_s']:>10,} events/s  peak RSS {r['peak_rss_mib']:>7,.0f} MiB"
-        f"  cpu {r['cpu_s']:.1f} s",
+        f"  cpu {r['cpu_s']:.1f} s  (memory limit {r['memory_limit']}"
+        + (
+            f"; failed at {r['failed_at']['memory_limit']}: {r['failed_at']['error'][-1]}"
+            if "failed_at" in r
+            else ""
+        )
+        + ")",
         f"  ratio      {result['ratio']:.2f}x",
         f"  idle nightly run {result['idle_nightly']['wall_s']:.1f} s (fresh process "
         f"{result['idle_nightly']['child_wall_s']:.1f} s)",
