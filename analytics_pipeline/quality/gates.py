@@ -20,6 +20,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from analytics_pipeline.memory import release_freed_memory
 from analytics_pipeline.quality.outcomes import CheckDeclaration, CheckOutcome
 from analytics_pipeline.quality.suite_chunks import validate_file
 from analytics_pipeline.quality.suites import AssetSuite, SchemaDriftPolicy, VolumePolicy, suite_for
@@ -107,6 +108,7 @@ def audit(warehouse: Warehouse, table: str, day: str | None, staged: Path, suite
         outcomes += schema_drift_checks(
             suite.schema_drift, pq.read_schema(staged), reference_schema(warehouse, table, partition)
         )
+    release_freed_memory()  # the suite's frames: the next step starts from what this one kept
     return Audit(outcomes, time.perf_counter() - started)
 
 
