@@ -203,7 +203,9 @@ def _instrument_checks(durations: list[dict[str, Any]]) -> None:
     ):
         for check in checks:
             object.__setattr__(check, "evaluate", timed(lambda *a, _n=check.name, **k: _n, check.evaluate))
-    gates.run_suite = timed(lambda suite, *a, **k: f"{suite.asset}: expectation suite", gates.run_suite)
+    gates.validate_file = timed(
+        lambda suite, *a, **k: f"{suite.asset}: expectation suite", gates.validate_file
+    )
     gates.volume_checks = timed(lambda *a, **k: "volume checks", gates.volume_checks)
     gates.previous_row_counts = timed(
         lambda w, table, *a, **k: f"{table}: volume history", gates.previous_row_counts
@@ -418,7 +420,7 @@ def measure(n: int, memory_limit: str | None, threads: int, base: Path, next_fra
         "reference", [str(landing), str(data / "reference"), ",".join(days), limit, str(threads)], check=False
     )
     if reference.get("ok") is False:  # the bare script has no backpressure: at 10M it fails at 1 GB
-        print(f"  the reference failed at {limit}: {reference['error'][-1]}; again at "
+        print(f"  the reference failed at {limit}: {error_line(reference['error'])}; again at "
               f"{REFERENCE_FALLBACK_LIMIT} ...", flush=True)  # fmt: skip
         failed = reference
         shutil.rmtree(data / "reference", ignore_errors=True)
@@ -491,6 +493,11 @@ def step_table(result: dict[str, Any]) -> list[str]:
     return lines
 
 
+def error_line(lines: list[str]) -> str:
+    """The exception's own line of a child's stderr (DuckDB follows it with advice lines)."""
+    return next((line for line in reversed(lines) if "Error" in line), lines[-1] if lines else "")
+
+
 def report(result: dict[str, Any]) -> str:
     p, r = result["pipeline"], result["reference"]
     lines = [
@@ -501,7 +508,7 @@ def report(result: dict[str, Any]) -> str:
         f"  reference  {r['wall_s']:>8.1f} s {r['events_per_s']:>10,} events/s  peak RSS {r['peak_rss_mib']:>7,.0f} MiB"
         f"  cpu {r['cpu_s']:.1f} s  (memory limit {r['memory_limit']}"
         + (
-            f"; failed at {r['failed_at']['memory_limit']}: {r['failed_at']['error'][-1]}"
+            f"; failed at {r['failed_at']['memory_limit']}: {error_line(r['failed_at']['error'])}"
             if "failed_at" in r
             else ""
         )

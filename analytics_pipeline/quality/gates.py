@@ -23,7 +23,7 @@ import pyarrow.parquet as pq
 from analytics_pipeline.memory import release_freed_memory
 from analytics_pipeline.quality.outcomes import CheckDeclaration, CheckOutcome
 from analytics_pipeline.quality.suite_chunks import validate_file
-from analytics_pipeline.quality.suites import AssetSuite, SchemaDriftPolicy, VolumePolicy, suite_for
+from analytics_pipeline.quality.suites import SchemaDriftPolicy, VolumePolicy, suite_for
 from analytics_pipeline.warehouse.storage import Warehouse
 
 VOLUME_NOT_ZERO = "volume_not_zero"
@@ -97,7 +97,7 @@ def audit(warehouse: Warehouse, table: str, day: str | None, staged: Path, suite
     suite = suite_for(table, suites_dir)
     if suite is None:
         return Audit([], 0.0)
-    outcomes = run_suite(suite, staged, suite_parameters(day))
+    outcomes = validate_file(suite, staged, suite_parameters(day))
     partition = day or UNPARTITIONED
     if suite.volume:
         rows = pq.read_metadata(staged).num_rows
@@ -110,11 +110,6 @@ def audit(warehouse: Warehouse, table: str, day: str | None, staged: Path, suite
         )
     release_freed_memory()  # the suite's frames: the next step starts from what this one kept
     return Audit(outcomes, time.perf_counter() - started)
-
-
-def run_suite(suite: AssetSuite, staged: Path, parameters: dict[str, Any]) -> list[CheckOutcome]:
-    """The suite's expectations on the staged file (benchmarks/bench_day.py times this name)."""
-    return validate_file(suite, staged, parameters)
 
 
 def previous_row_counts(
