@@ -91,27 +91,39 @@ def landing_days(settings: PipelineSettings) -> list[str]:
     return sorted(days)
 
 
+EXECUTORS = ("in_process", "multiprocess")
+# Step processes forked from a server that has imported the definitions once: a spawned step
+# process spends about 5 s importing Dagster, GX and the pipeline before its first line of work.
+STEP_PROCESSES = {
+    "execution": {
+        "config": {
+            "multiprocess": {
+                "start_method": {"forkserver": {"preload_modules": ["analytics_pipeline.definitions"]}}
+            }
+        }
+    }
+}
+
+
 def run_days(
-    settings: PipelineSettings, days: list[str], instance: DagsterInstance, echo: bool = True
+    settings: PipelineSettings,
+    days: list[str],
+    instance: DagsterInstance,
+    echo: bool = True,
+    executor: str = "in_process",
 ) -> bool:
-    """What the nightly schedule and the late-window sensor do, for each arrival day in order."""
-    from dagster import AssetKey, Definitions
+    """What the nightly schedule and the late-window sensor do, for each arrival day in order.
 
-    from analytics_pipeline.definitions import defs
-    from analytics_pipeline.defs.models import planned_specs
+    ``executor="in_process"`` runs every step in this process (quick to start: the demo, the
+    tests). ``"multiprocess"`` runs each step in its own process, as the daemon runs the
+    schedule's runs: a step's memory is its own and ends with it, and independent models run
+    side by side within the ``warehouse_io`` pool. The step processes read their settings
+    from the ``ANALYTICS_*`` environment, so ``settings`` must be what that environment gives.
+    """
     from analytics_pipeline.events.late_window import event_days_to_rebuild
-    from analytics_pipeline.models.plan import (
-        DAILY_MODELS_JOB,
-        DIMENSIONS_JOB,
-        Blocked,
-        plan_rebuilds,
-        skip_message,
-    )
+    from analytics_pipeline.models.plan import Blocked, plan_rebuilds, skip_message
 
-    resources = {"settings": settings}
-    quiet = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
-    nightly = defs.resolve_job_def("nightly_job")
-    late = defs.resolve_job_def("late_window_job")
+    launch = _job_launcher(settings, instance, executor)
     warehouse = Warehouse(settings.warehouse_path)
     last_complete = (date.today() - timedelta(days=1)).isoformat()
     ok = True
@@ -121,9 +133,7 @@ def run_days(
     if incomplete:
         print(f"not running {', '.join(incomplete)}: not complete yet (today is {date.today()})")
     for day in (d for d in days if d <= last_complete):
-        result = nightly.execute_in_process(
-            partition_key=day, instance=instance, resources=resources, raise_on_error=False, run_config=quiet
-        )
+        result = launch("nightly_job", day, None)
         ok &= result.success
         evaluations += result.get_asset_check_evaluations()
         if not result.success:
@@ -132,41 +142,29 @@ def run_days(
         rebuilt = event_days_to_rebuild(day, settings.late_window_days, warehouse)
         changed_event_days.update([day, *rebuilt])
         for event_day in rebuilt:
-            late_result = late.execute_in_process(
-                partition_key=event_day, instance=instance, resources=resources,
-                raise_on_error=False, run_config=quiet,
-            )  # fmt: skip
+            late_result = launch("late_window_job", event_day, None)
             ok &= late_result.success
             evaluations += late_result.get_asset_check_evaluations()
         if echo:
             tail = f"; late events rebuilt {', '.join(rebuilt)}" if rebuilt else ""
             print(f"nightly_job {day}: ok{tail}", flush=True)
-    # what models_sensor does after each run, once for all the changed dates, as the same jobs
-    # (models_job, dimensions_job), so the UI shows the runs under their names. Resolved with these
-    # settings bound: a job resolved by `defs` has its own, and a subset run refuses a second one.
-    model_jobs = Definitions(
-        assets=defs.assets,
-        jobs=[job for job in defs.jobs or [] if job.name in (DAILY_MODELS_JOB, DIMENSIONS_JOB)],
-        resources=resources,
-    )
 
     def report_skip(name: str, day: str | None, blocked: Blocked) -> None:
         print(skip_message(name, day, blocked), file=sys.stderr)
 
+    # what models_sensor does after each run, once for all the changed dates, as the same jobs
+    # (models_job, dimensions_job), so the UI shows the runs under their names
+    from analytics_pipeline.defs.models import planned_specs
+
     for run in plan_rebuilds(planned_specs, changed_event_days, warehouse, report_skip):
-        model_result = model_jobs.resolve_job_def(run.job).execute_in_process(
-            partition_key=run.partition, asset_selection=[AssetKey(name) for name in run.models],
-            instance=instance, raise_on_error=False, run_config=quiet, tags={"analytics/plan": run.job},
-        )  # fmt: skip
+        model_result = launch(run.job, run.partition, run.models)
         ok &= model_result.success
         evaluations += model_result.get_asset_check_evaluations()
         if echo:
             status = "ok" if model_result.success else f"FAILED: {_failure(model_result)}"
             print(f"{run.job} {run.partition or ''} {', '.join(run.models)}: {status}", flush=True)
     if changed_event_days:  # what metrics_sensor does when a plan has finished
-        metrics_result = defs.resolve_job_def("metrics_job").execute_in_process(
-            instance=instance, resources=resources, raise_on_error=False, run_config=quiet
-        )
+        metrics_result = launch("metrics_job", None, None)
         ok &= metrics_result.success
         if echo:
             status = "ok" if metrics_result.success else f"FAILED: {_failure(metrics_result)}"
@@ -174,6 +172,61 @@ def run_days(
     if echo:
         print(_gates_line(evaluations), flush=True)
     return ok
+
+
+def _job_launcher(settings: PipelineSettings, instance: DagsterInstance, executor: str) -> Any:
+    """``launch(job, partition, models)``: one run of a job of ``defs`` (its model subset)."""
+    from dagster import AssetKey, Definitions, execute_job
+    from dagster._core.definitions.reconstruct import ReconstructableRepository
+
+    from analytics_pipeline.definitions import defs
+    from analytics_pipeline.models.plan import DAILY_MODELS_JOB, DIMENSIONS_JOB
+
+    if executor not in EXECUTORS:
+        raise ValueError(f"executor must be one of {', '.join(EXECUTORS)}, not {executor!r}")
+    quiet = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+    if executor == "multiprocess":
+        if settings != PipelineSettings():
+            raise ValueError(
+                "the multiprocess executor's step processes read their settings from the ANALYTICS_* "
+                "environment; set these settings there (e.g. ANALYTICS_DATA_DIR), not in code"
+            )
+        repository = ReconstructableRepository.for_module(
+            "analytics_pipeline.definitions", "defs", working_directory=str(PROJECT_ROOT)
+        )
+
+        def launch_step_processes(job: str, partition: str | None, models: list[str] | None) -> Any:
+            tags = {"dagster/partition": partition} if partition else {}
+            if job in (DAILY_MODELS_JOB, DIMENSIONS_JOB):
+                tags["analytics/plan"] = job
+            return execute_job(
+                repository.get_reconstructable_job(job), instance, run_config=quiet | STEP_PROCESSES, tags=tags,
+                asset_selection=[AssetKey(m) for m in models] if models else None,
+            )  # fmt: skip
+
+        return launch_step_processes
+
+    resources = {"settings": settings}
+    # model jobs resolved with these settings bound: a job resolved by `defs` has its own, and a
+    # subset run refuses a second one
+    model_jobs = Definitions(
+        assets=defs.assets,
+        jobs=[job for job in defs.jobs or [] if job.name in (DAILY_MODELS_JOB, DIMENSIONS_JOB)],
+        resources=resources,
+    )
+
+    def launch_in_process(job: str, partition: str | None, models: list[str] | None) -> Any:
+        if models:
+            return model_jobs.resolve_job_def(job).execute_in_process(
+                partition_key=partition, asset_selection=[AssetKey(m) for m in models], instance=instance,
+                raise_on_error=False, run_config=quiet, tags={"analytics/plan": job},
+            )  # fmt: skip
+        return defs.resolve_job_def(job).execute_in_process(
+            partition_key=partition, instance=instance, resources=resources, raise_on_error=False,
+            run_config=quiet,
+        )  # fmt: skip
+
+    return launch_in_process
 
 
 def _gates_line(evaluations: list[Any]) -> str:

@@ -110,6 +110,70 @@ class PeakTracker:
         return max(self.overall, vm_hwm_mib())
 
 
+class ProcessTreeSampler:
+    """Peak RSS and CPU of every process below this one, sampled every ``interval`` seconds.
+
+    With the multiprocess executor each step runs in its own process, forked from a server
+    that multiprocessing starts (so the step processes are grandchildren, reaped by that
+    server: ``RUSAGE_CHILDREN`` never sees them). VmHWM is a high-water mark, so a sample
+    misses a peak only if it comes in the last ``interval`` of a process's life; CPU is
+    the last sample, so each process's last ``interval`` of CPU can be missed.
+    """
+
+    def __init__(self, interval: float = 0.1) -> None:
+        import threading
+
+        self.interval = interval
+        self.peak_mib: dict[int, float] = {}
+        self.cpu_s: dict[int, float] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._tick = os.sysconf("SC_CLK_TCK")
+
+    def __enter__(self) -> ProcessTreeSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.sample()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.sample()
+
+    def sample(self) -> None:
+        parents: dict[int, int] = {}
+        stats: dict[int, list[str]] = {}
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            pid = int(entry.name)
+            parents[pid], stats[pid] = int(fields[1]), fields
+        me = os.getpid()
+        for pid, fields in stats.items():
+            ancestor = parents.get(pid)
+            while ancestor and ancestor != me:
+                ancestor = parents.get(ancestor)
+            if ancestor != me:
+                continue
+            try:
+                status = Path(f"/proc/{pid}/status").read_text()
+            except OSError:
+                continue
+            hwm = next(
+                (int(line.split()[1]) / 1024 for line in status.splitlines() if line.startswith("VmHWM:")),
+                0.0,
+            )
+            self.peak_mib[pid] = max(self.peak_mib.get(pid, 0.0), hwm)
+            self.cpu_s[pid] = (int(fields[11]) + int(fields[12])) / self._tick  # utime, stime
+
+
 # --- children --------------------------------------------------------------------------
 
 
@@ -213,8 +277,16 @@ def _instrument_checks(durations: list[dict[str, Any]]) -> None:
     gates.schema_drift_checks = timed(lambda *a, **k: "schema drift checks", gates.schema_drift_checks)
 
 
-def pipeline_child(days: str) -> dict[str, Any]:
-    """run_days over the arrival days (settings from ANALYTICS_* variables), with step timings and peaks."""
+def pipeline_child(days: str, executor: str = "in_process") -> dict[str, Any]:
+    """run_days over the arrival days (settings from ANALYTICS_* variables), with step timings and peaks.
+
+    In process, a step's peak is this process's high-water mark, reset when the step starts
+    (so it includes what earlier steps left allocated) and every SQL check and suite is timed.
+    With ``multiprocess`` a step's peak and CPU are its own process's (``ProcessTreeSampler``),
+    the CPU total includes every step process, and checks are not timed one by one (they run
+    in the step processes)."""
+    if executor == "multiprocess":
+        return pipeline_child_multiprocess(days)
     tracker = PeakTracker()
     from dagster import DagsterEventType
 
@@ -274,6 +346,7 @@ def pipeline_child(days: str) -> dict[str, Any]:
         entry["seconds"] = round(entry["seconds"] + item["seconds"], 3)
     return {
         "ok": ok,
+        "executor": "in_process",
         "wall_s": round(wall, 3),
         "cpu_s": round(cpu, 3),
         "peak_rss_mib": round(tracker.peak(), 1),
@@ -282,6 +355,63 @@ def pipeline_child(days: str) -> dict[str, Any]:
         "threads": settings.duckdb_threads,
         "steps": steps,
         "checks": checks,
+        "outputs": pipeline_outputs(settings.warehouse_path),
+    }
+
+
+def pipeline_child_multiprocess(days: str) -> dict[str, Any]:
+    from dagster import DagsterEventType
+
+    from analytics_pipeline.cli import dagster_instance, run_days
+    from analytics_pipeline.settings import PipelineSettings
+
+    settings = PipelineSettings()
+    instance = dagster_instance()
+    after_imports = vm_hwm_mib()
+    started, cpu_started, since = time.perf_counter(), cpu_s(), time.time()
+    with ProcessTreeSampler() as sampler:
+        ok = run_days(settings, days.split(","), instance, echo=False, executor="multiprocess")
+    wall = time.perf_counter() - started
+    cpu = cpu_s() - cpu_started + sum(sampler.cpu_s.values())
+    steps = []
+    records = [r for r in instance.get_run_records() if r.create_timestamp.timestamp() >= since - 1]
+    for record in sorted(records, key=lambda r: r.create_timestamp):
+        run = record.dagster_run
+        pids = {
+            e.dagster_event.step_key: e.dagster_event.pid
+            for e in instance.all_logs(run.run_id, of_type=DagsterEventType.STEP_START)
+            if e.dagster_event is not None
+        }
+        for stat in sorted(instance.get_run_step_stats(run.run_id), key=lambda s: s.start_time or 0):
+            pid = pids.get(stat.step_key)
+            steps.append({
+                "job": run.job_name, "partition": run.tags.get("dagster/partition"), "step": stat.step_key,
+                "status": stat.status.value if stat.status else None,
+                "seconds": round((stat.end_time or 0) - (stat.start_time or 0), 3),
+                "cpu_s": round(sampler.cpu_s.get(pid, 0.0), 3) if pid else None,
+                "peak_rss_mib": round(sampler.peak_mib[pid], 1) if pid in sampler.peak_mib else None,
+                "pid": pid,
+            })  # fmt: skip
+        if record.start_time and record.end_time:
+            steps.append({"job": run.job_name, "partition": run.tags.get("dagster/partition"), "step": "(run)",
+                          "seconds": round(record.end_time - record.start_time, 3),
+                          "status": run.status.value})  # fmt: skip
+    step_pids = {s["pid"] for s in steps if s.get("pid")}
+    return {
+        "ok": ok,
+        "executor": "multiprocess",
+        "wall_s": round(wall, 3),
+        "cpu_s": round(cpu, 3),
+        "peak_rss_mib": round(max([vm_hwm_mib(), *sampler.peak_mib.values()]), 1),
+        "orchestrator_peak_rss_mib": round(vm_hwm_mib(), 1),
+        "other_processes_peak_rss_mib": round(
+            max([0.0, *(v for k, v in sampler.peak_mib.items() if k not in step_pids)]), 1
+        ),
+        "rss_after_imports_mib": round(after_imports, 1),
+        "memory_limit": settings.duckdb_memory_limit,
+        "threads": settings.duckdb_threads,
+        "steps": steps,
+        "checks": {},
         "outputs": pipeline_outputs(settings.warehouse_path),
     }
 
@@ -397,7 +527,7 @@ def generated_day(n: int, base: Path, next_fraction: float) -> tuple[Path, dict[
 
 
 def measure(n: int, memory_limit: str | None, threads: int, base: Path, next_fraction: float,
-            pandas_events: int, keep: bool) -> dict[str, Any]:  # fmt: skip
+            pandas_events: int, keep: bool, executor: str = "in_process") -> dict[str, Any]:  # fmt: skip
     """Generate (or reuse) the day, then pipeline, reference and pandas back to back."""
     source, gen = generated_day(n, base, next_fraction)
     data = base / f"n{n}-{(memory_limit or 'default').lower()}"
@@ -410,10 +540,10 @@ def measure(n: int, memory_limit: str | None, threads: int, base: Path, next_fra
            "DAGSTER_HOME": str(data / "dagster_home")}  # fmt: skip
     if memory_limit:
         env["ANALYTICS_DUCKDB_MEMORY_LIMIT"] = memory_limit
-    print(f"pipeline {n:,} events, memory limit {memory_limit or 'default'} ...", flush=True)
-    pipeline = run_child("pipeline", [",".join(days)], env)
+    print(f"pipeline {n:,} events, memory limit {memory_limit or 'default'}, {executor} ...", flush=True)
+    pipeline = run_child("pipeline", [",".join(days), executor], env)
     print(f"  {pipeline['wall_s']:.1f} s; nightly run over an arrival day with no files ...", flush=True)
-    idle = run_child("pipeline", [IDLE_DAY.isoformat()], env)
+    idle = run_child("pipeline", [IDLE_DAY.isoformat(), executor], env)
     limit = memory_limit or pipeline["memory_limit"]
     print(f"reference {n:,} events ...", flush=True)
     reference = run_child(
@@ -436,6 +566,7 @@ def measure(n: int, memory_limit: str | None, threads: int, base: Path, next_fra
         "events_processed": events_planted(gen),
         "memory_limit": limit,
         "threads": threads,
+        "executor": executor,
         "generated": gen,
         "pipeline": pipeline,
         "idle_nightly": {k: idle[k] for k in ("ok", "wall_s", "child_wall_s", "peak_rss_mib", "steps")},
@@ -502,7 +633,7 @@ def report(result: dict[str, Any]) -> str:
     p, r = result["pipeline"], result["reference"]
     lines = [
         f"{result['events']:,} events/day ({result['events_processed']:,} over both days), memory limit "
-        f"{result['memory_limit']}, {result['threads']} threads",
+        f"{result['memory_limit']}, {result['threads']} threads, executor {result.get('executor', 'in_process')}",
         f"  pipeline   {p['wall_s']:>8.1f} s {p['events_per_s']:>10,} events/s  peak RSS {p['peak_rss_mib']:>7,.0f} MiB"
         f"  cpu {p['cpu_s']:.1f} s  (ok={p['ok']})",
         f"  reference  {r['wall_s']:>8.1f} s {r['events_per_s']:>10,} events/s  peak RSS {r['peak_rss_mib']:>7,.0f} MiB"
@@ -566,6 +697,11 @@ def main(argv: list[str] | None = None) -> int:
                         "(default: the settings' default)")  # fmt: skip
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument(
+        "--executor", choices=["in_process", "multiprocess"], default="in_process",
+        help="run_days' executor: every step in one process (analytics-pipeline run), or each step in "
+        "its own process (as the daemon runs the schedule's runs)",
+    )  # fmt: skip
+    parser.add_argument(
         "--next-fraction", type=float, default=0.1, help="events of the next day, as a fraction"
     )
     parser.add_argument("--pandas-events", type=int, default=1_000_000, help="0 skips the pandas baseline")
@@ -602,7 +738,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for n, limit, case in cases:
             pandas_n = args.pandas_events if case != "spike" and not document["results"] else 0
-            result = measure(n, limit, args.threads, base, args.next_fraction, pandas_n, args.keep)
+            result = measure(n, limit, args.threads, base, args.next_fraction, pandas_n, args.keep,
+                             args.executor)  # fmt: skip
             result["case"] = case
             document["results"].append(result)
             print(report(result), flush=True)
@@ -613,7 +750,11 @@ def main(argv: list[str] | None = None) -> int:
         if temporary and not args.keep:
             shutil.rmtree(base, ignore_errors=True)
     document["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-    out = args.json or BENCH_DIR / "results" / f"bench_day-{'scaling' if args.scaling else args.events}.json"
+    mode = "" if args.executor == "in_process" else f"-{args.executor}"
+    out = (
+        args.json
+        or BENCH_DIR / "results" / f"bench_day-{'scaling' if args.scaling else args.events}{mode}.json"
+    )
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(document, indent=2, default=str))
     print(f"wrote {out}")
