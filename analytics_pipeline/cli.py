@@ -247,6 +247,8 @@ def _failure(result: Any) -> str:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    if args.executor == "multiprocess" and args.data_dir:  # the step processes read it there
+        os.environ["ANALYTICS_DATA_DIR"] = args.data_dir
     settings = _settings(args)
     days = landing_days(settings)
     if args.start:
@@ -257,7 +259,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"no landing folders under {settings.landing_path}", file=sys.stderr)
         return 1
     instance = dagster_instance()
-    ok = run_days(settings, days, instance)
+    ok = run_days(settings, days, instance, executor=args.executor)
     print(f"Runs recorded in {instance.root_directory}; open the UI: {_ui_command(instance, settings, args)}")
     return 0 if ok else 1
 
@@ -540,6 +542,11 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run the nightly pipeline for the landing days (in order)")
     run.add_argument("--start", help="first arrival day")
     run.add_argument("--end", help="last arrival day")
+    run.add_argument(
+        "--executor", choices=EXECUTORS, default="in_process",
+        help="in_process: every step in this process (quick to start); multiprocess: each step in its "
+        "own process, as the daemon runs them (a step's memory ends with it; for big days)",
+    )  # fmt: skip
     run.set_defaults(func=cmd_run)
 
     summary = sub.add_parser("summary", help="print the per-day counts of what is published")

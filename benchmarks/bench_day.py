@@ -11,19 +11,23 @@ times:
    days, i.e. ``nightly_job`` for each (ingest + events), ``late_window_job`` for the main
    day, the model and sketch rebuild plan (``models_job`` per date, ``dimensions_job``) and
    ``metrics_job`` (metric definitions, cache, golden queries), every asset and every
-   check, through Dagster (in-process executor, SQLite instance, like ``analytics-pipeline
-   run``); then a nightly run over an arrival day with no files, in a fresh process;
+   check, through Dagster (SQLite instance); by default each step in its own process, as
+   the daemon runs the schedule's runs (``--executor multiprocess``), or every step in one
+   process as ``analytics-pipeline run`` does by default (``--executor in_process``); then
+   a nightly run over an arrival day with no files, in a fresh process;
 2. a bare-DuckDB reference: ``benchmarks/reference/*.sql``, one script per essential step
    (parse, dedupe, events Parquet, sessions, daily active users), no orchestration, no checks;
 3. a pandas baseline of the same essential work (``benchmarks/pandas_baseline.py``) at 1M
    events (``--pandas-events``), reported in events per second.
 
 Each runs in its own child process (started through a tiny launcher, so its peak RSS is
-its own). The pipeline's per-step durations come from the Dagster event log; each step's
-peak RSS is the process's high-water mark, reset at the step's start (``/proc/self/clear_refs``)
-and read at its end. Per-check durations time each SQL check and each suite evaluation.
+its own). The pipeline's per-step durations come from the Dagster event log. A step's peak
+RSS and CPU are its own process's (sampled, ``ProcessTreeSampler``); in process, the peak is
+the process's high-water mark reset at the step's start (``/proc/self/clear_refs``), so it
+includes what earlier steps left allocated. Check durations: each asset's gates as its step
+recorded them; in process, each SQL check and each suite evaluation timed on its own.
 It prints a table and writes one JSON document (``--json``, default
-``benchmarks/results/bench_day-<N>.json``).
+``benchmarks/results/bench_day-<N>[-in_process].json``).
 
     .venv/bin/python benchmarks/bench_day.py                        # 10M events, the default memory limit
     .venv/bin/python benchmarks/bench_day.py --events 1000000 --memory-limit 1GB
@@ -283,8 +287,8 @@ def pipeline_child(days: str, executor: str = "in_process") -> dict[str, Any]:
     In process, a step's peak is this process's high-water mark, reset when the step starts
     (so it includes what earlier steps left allocated) and every SQL check and suite is timed.
     With ``multiprocess`` a step's peak and CPU are its own process's (``ProcessTreeSampler``),
-    the CPU total includes every step process, and checks are not timed one by one (they run
-    in the step processes)."""
+    the CPU total includes every step process, and the checks' time is each asset's gates
+    (suite, volume, schema drift) as its step recorded it (``gate_duration_s``)."""
     if executor == "multiprocess":
         return pipeline_child_multiprocess(days)
     tracker = PeakTracker()
@@ -397,6 +401,20 @@ def pipeline_child_multiprocess(days: str) -> dict[str, Any]:
                           "seconds": round(record.end_time - record.start_time, 3),
                           "status": run.status.value})  # fmt: skip
     step_pids = {s["pid"] for s in steps if s.get("pid")}
+    checks: dict[str, dict[str, float]] = {}  # the gates' time per asset, as each step recorded it
+    for record in records:
+        for entry in instance.all_logs(
+            record.dagster_run.run_id, of_type=DagsterEventType.ASSET_MATERIALIZATION
+        ):
+            materialization = entry.asset_materialization
+            gate = materialization.metadata.get("gate_duration_s") if materialization else None
+            if materialization is None or gate is None:
+                continue
+            item = checks.setdefault(
+                f"{materialization.asset_key.to_user_string()}: gates", {"calls": 0, "seconds": 0.0}
+            )
+            item["calls"] += 1
+            item["seconds"] = round(item["seconds"] + float(gate.value), 3)
     return {
         "ok": ok,
         "executor": "multiprocess",
@@ -411,7 +429,7 @@ def pipeline_child_multiprocess(days: str) -> dict[str, Any]:
         "memory_limit": settings.duckdb_memory_limit,
         "threads": settings.duckdb_threads,
         "steps": steps,
-        "checks": {},
+        "checks": checks,
         "outputs": pipeline_outputs(settings.warehouse_path),
     }
 
@@ -527,7 +545,7 @@ def generated_day(n: int, base: Path, next_fraction: float) -> tuple[Path, dict[
 
 
 def measure(n: int, memory_limit: str | None, threads: int, base: Path, next_fraction: float,
-            pandas_events: int, keep: bool, executor: str = "in_process") -> dict[str, Any]:  # fmt: skip
+            pandas_events: int, keep: bool, executor: str = "multiprocess") -> dict[str, Any]:  # fmt: skip
     """Generate (or reuse) the day, then pipeline, reference and pandas back to back."""
     source, gen = generated_day(n, base, next_fraction)
     data = base / f"n{n}-{(memory_limit or 'default').lower()}"
@@ -697,7 +715,7 @@ def main(argv: list[str] | None = None) -> int:
                         "(default: the settings' default)")  # fmt: skip
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument(
-        "--executor", choices=["in_process", "multiprocess"], default="in_process",
+        "--executor", choices=["in_process", "multiprocess"], default="multiprocess",
         help="run_days' executor: every step in one process (analytics-pipeline run), or each step in "
         "its own process (as the daemon runs the schedule's runs)",
     )  # fmt: skip
@@ -750,7 +768,7 @@ def main(argv: list[str] | None = None) -> int:
         if temporary and not args.keep:
             shutil.rmtree(base, ignore_errors=True)
     document["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-    mode = "" if args.executor == "in_process" else f"-{args.executor}"
+    mode = "" if args.executor == "multiprocess" else f"-{args.executor}"
     out = (
         args.json
         or BENCH_DIR / "results" / f"bench_day-{'scaling' if args.scaling else args.events}{mode}.json"

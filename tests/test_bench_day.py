@@ -91,5 +91,7 @@ def test_document_has_every_figure(document: dict[str, Any]) -> None:
     names = {s["step"] for s in steps}
     assert {"ingest_arrival_day", "dedupe_events_day"} <= names
     assert all(s["seconds"] >= 0 and s["peak_rss_mib"] for s in steps)
-    assert any("expectation suite" in check for check in result["pipeline"]["checks"])
+    assert result["executor"] == "multiprocess"  # the default: each step in its own process
+    assert all(s.get("pid") for s in steps) and len({s["pid"] for s in steps}) == len(steps)
+    assert result["pipeline"]["checks"]["events: gates"]["calls"] == 3  # main day, next day, late window
     assert document["machine"]["cores"] >= 1
