@@ -174,8 +174,21 @@ def run_days(
     return ok
 
 
+def _start_step_process_server() -> None:
+    """Start the forkserver of ``STEP_PROCESSES`` now, so that its import of the definitions
+    runs beside this process's own (about 4 s each); Dagster's executor then finds it running."""
+    import multiprocessing
+    import multiprocessing.forkserver
+
+    start = STEP_PROCESSES["execution"]["config"]["multiprocess"]["start_method"]["forkserver"]
+    multiprocessing.get_context("forkserver").set_forkserver_preload(start["preload_modules"])
+    multiprocessing.forkserver.ensure_running()
+
+
 def _job_launcher(settings: PipelineSettings, instance: DagsterInstance, executor: str) -> Any:
     """``launch(job, partition, models)``: one run of a job of ``defs`` (its model subset)."""
+    if executor == "multiprocess":
+        _start_step_process_server()
     from dagster import AssetKey, Definitions, execute_job
     from dagster._core.definitions.reconstruct import ReconstructableRepository
 
