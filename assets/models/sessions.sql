@@ -8,7 +8,9 @@ description: >
   Each piece is a session. A session belongs whole to the UTC date of its first event, even
   when it crosses midnight. Partition D reads person_events D-1 .. D+1: D-1 to know whether
   D's first events continue a run begun the day before, D+1 to finish sessions that cross
-  midnight (a session lasts under 24 h, so it ends by D+1). The one approximation: a run of
+  midnight (a session lasts under 24 h, so it ends by D+1). Only the persons with an event on D
+  go into the ordering (no one else can have a session starting on D): the neighbours' other
+  persons cost a scan of person_id, not a sort. The one approximation: a run of
   continuous activity (no gap over 30 min) that began before D-1 is anchored at the start of
   the read window (its first event on D-1), so its 24-hour cuts on D may differ from a build
   that saw the whole run. D's sessions need person_events D+1: rebuild D once D+1 exists.
@@ -35,7 +37,12 @@ columns:
     duration_s > 10, or page_views >= 2, or any track event named in
     getvariable('conversion_events').
 */
-WITH ordered AS (
+WITH persons_of_the_day AS (  -- a session starting on D is a person's with an event on D
+    SELECT DISTINCT person_id
+    FROM person_events
+    WHERE event_date = getvariable('partition_date')
+),
+ordered AS (
     SELECT
         person_id,
         message_id,
@@ -49,6 +56,7 @@ WITH ordered AS (
             PARTITION BY person_id ORDER BY timestamp, message_id
         ) AS gap_us
     FROM person_events
+    WHERE person_id IN (SELECT person_id FROM persons_of_the_day)
 ),
 runs AS (
     SELECT
