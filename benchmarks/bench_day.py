@@ -348,12 +348,22 @@ def pipeline_child(days: str, executor: str = "in_process") -> dict[str, Any]:
         entry = checks.setdefault(item["check"], {"calls": 0, "seconds": 0.0})
         entry["calls"] += 1
         entry["seconds"] = round(entry["seconds"] + item["seconds"], 3)
+    return pipeline_document(
+        ok, "in_process", wall, cpu, tracker.peak(), after_imports, settings, steps, checks
+    )
+
+
+def pipeline_document(ok: bool, executor: str, wall: float, cpu: float, peak: float, after_imports: float,
+                      settings: Any, steps: list[dict[str, Any]], checks: dict[str, Any],
+                      **more: Any) -> dict[str, Any]:  # fmt: skip
+    """The pipeline child's figures, the same keys in both executors' modes."""
     return {
         "ok": ok,
-        "executor": "in_process",
+        "executor": executor,
         "wall_s": round(wall, 3),
         "cpu_s": round(cpu, 3),
-        "peak_rss_mib": round(tracker.peak(), 1),
+        "peak_rss_mib": round(peak, 1),
+        **more,
         "rss_after_imports_mib": round(after_imports, 1),
         "memory_limit": settings.duckdb_memory_limit,
         "threads": settings.duckdb_threads,
@@ -415,23 +425,12 @@ def pipeline_child_multiprocess(days: str) -> dict[str, Any]:
             )
             item["calls"] += 1
             item["seconds"] = round(item["seconds"] + float(gate.value), 3)
-    return {
-        "ok": ok,
-        "executor": "multiprocess",
-        "wall_s": round(wall, 3),
-        "cpu_s": round(cpu, 3),
-        "peak_rss_mib": round(max([vm_hwm_mib(), *sampler.peak_mib.values()]), 1),
-        "orchestrator_peak_rss_mib": round(vm_hwm_mib(), 1),
-        "other_processes_peak_rss_mib": round(
-            max([0.0, *(v for k, v in sampler.peak_mib.items() if k not in step_pids)]), 1
-        ),
-        "rss_after_imports_mib": round(after_imports, 1),
-        "memory_limit": settings.duckdb_memory_limit,
-        "threads": settings.duckdb_threads,
-        "steps": steps,
-        "checks": checks,
-        "outputs": pipeline_outputs(settings.warehouse_path),
-    }
+    others = max([0.0, *(v for k, v in sampler.peak_mib.items() if k not in step_pids)])
+    return pipeline_document(
+        ok, "multiprocess", wall, cpu, max([vm_hwm_mib(), *sampler.peak_mib.values()]), after_imports,
+        settings, steps, checks, orchestrator_peak_rss_mib=round(vm_hwm_mib(), 1),
+        other_processes_peak_rss_mib=round(others, 1),
+    )  # fmt: skip
 
 
 def pipeline_outputs(warehouse: Path) -> dict[str, Any]:
