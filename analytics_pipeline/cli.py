@@ -174,20 +174,40 @@ def run_days(
     return ok
 
 
+_server_environment: dict[str, str] | None = None  # what the running step-process server started with
+
+
 def _start_step_process_server() -> None:
     """Start the forkserver of ``STEP_PROCESSES`` now, so that its import of the definitions
-    runs beside this process's own (about 4 s each); Dagster's executor then finds it running."""
+    runs beside this process's own (about 4 s each); Dagster's executor then finds it running.
+
+    Step processes are forked from the server, so they have its environment and the settings
+    it imported, not this process's current ones: a server started under other ``ANALYTICS_*``
+    or ``DAGSTER_*`` values (a second run in the same process, e.g. a test) is started again.
+    """
     import multiprocessing
     import multiprocessing.forkserver
 
+    global _server_environment
+    environment = {k: v for k, v in os.environ.items() if k.startswith(("ANALYTICS_", "DAGSTER_"))}
+    if _server_environment is not None and environment != _server_environment:
+        multiprocessing.forkserver._forkserver._stop()  # type: ignore[attr-defined]  # the stdlib tests' way to stop it
     start = STEP_PROCESSES["execution"]["config"]["multiprocess"]["start_method"]["forkserver"]
     multiprocessing.get_context("forkserver").set_forkserver_preload(start["preload_modules"])
     multiprocessing.forkserver.ensure_running()
+    _server_environment = environment
 
 
 def _job_launcher(settings: PipelineSettings, instance: DagsterInstance, executor: str) -> Any:
     """``launch(job, partition, models)``: one run of a job of ``defs`` (its model subset)."""
+    if executor not in EXECUTORS:
+        raise ValueError(f"executor must be one of {', '.join(EXECUTORS)}, not {executor!r}")
     if executor == "multiprocess":
+        if settings != PipelineSettings():
+            raise ValueError(
+                "the multiprocess executor's step processes read their settings from the ANALYTICS_* "
+                "environment; set these settings there (e.g. ANALYTICS_DATA_DIR), not in code"
+            )
         _start_step_process_server()
     from dagster import AssetKey, Definitions, execute_job
     from dagster._core.definitions.reconstruct import ReconstructableRepository
@@ -195,15 +215,8 @@ def _job_launcher(settings: PipelineSettings, instance: DagsterInstance, executo
     from analytics_pipeline.definitions import defs
     from analytics_pipeline.models.plan import DAILY_MODELS_JOB, DIMENSIONS_JOB
 
-    if executor not in EXECUTORS:
-        raise ValueError(f"executor must be one of {', '.join(EXECUTORS)}, not {executor!r}")
     quiet = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
     if executor == "multiprocess":
-        if settings != PipelineSettings():
-            raise ValueError(
-                "the multiprocess executor's step processes read their settings from the ANALYTICS_* "
-                "environment; set these settings there (e.g. ANALYTICS_DATA_DIR), not in code"
-            )
         repository = ReconstructableRepository.for_module(
             "analytics_pipeline.definitions", "defs", working_directory=str(PROJECT_ROOT)
         )

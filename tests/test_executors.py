@@ -77,3 +77,24 @@ def test_step_processes_refuse_settings_the_environment_does_not_give(
         cli.run_days(settings, [], cli.dagster_instance(), echo=False, executor="multiprocess")
     with pytest.raises(ValueError, match="executor must be one of"):
         cli.run_days(PipelineSettings(), [], cli.dagster_instance(), echo=False, executor="threads")
+
+
+def _data_dir_seen_by_a_step_process() -> str | None:
+    return os.environ.get("ANALYTICS_DATA_DIR")
+
+
+def test_step_processes_get_the_environment_of_the_latest_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Step processes are forked from a long-lived server: a second run under other settings
+    in the same process must not fork from the first run's environment."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    seen = []
+    for name in ("first", "second"):
+        monkeypatch.setenv("ANALYTICS_DATA_DIR", str(tmp_path / name))
+        cli._start_step_process_server()
+        with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("forkserver")) as pool:
+            seen.append(pool.submit(_data_dir_seen_by_a_step_process).result())
+    assert seen == [str(tmp_path / "first"), str(tmp_path / "second")]
