@@ -94,12 +94,11 @@ def landing_days(settings: PipelineSettings) -> list[str]:
 EXECUTORS = ("in_process", "multiprocess")
 # Step processes forked from a server that has imported the definitions once: a spawned step
 # process spends about 5 s importing Dagster, GX and the pipeline before its first line of work.
+STEP_PROCESS_PRELOAD = ["analytics_pipeline.definitions"]
 STEP_PROCESSES = {
     "execution": {
         "config": {
-            "multiprocess": {
-                "start_method": {"forkserver": {"preload_modules": ["analytics_pipeline.definitions"]}}
-            }
+            "multiprocess": {"start_method": {"forkserver": {"preload_modules": STEP_PROCESS_PRELOAD}}}
         }
     }
 }
@@ -192,8 +191,7 @@ def _start_step_process_server() -> None:
     environment = {k: v for k, v in os.environ.items() if k.startswith(("ANALYTICS_", "DAGSTER_"))}
     if _server_environment is not None and environment != _server_environment:
         multiprocessing.forkserver._forkserver._stop()  # type: ignore[attr-defined]  # the stdlib tests' way to stop it
-    start = STEP_PROCESSES["execution"]["config"]["multiprocess"]["start_method"]["forkserver"]
-    multiprocessing.get_context("forkserver").set_forkserver_preload(start["preload_modules"])
+    multiprocessing.get_context("forkserver").set_forkserver_preload(STEP_PROCESS_PRELOAD)
     multiprocessing.forkserver.ensure_running()
     _server_environment = environment
 
